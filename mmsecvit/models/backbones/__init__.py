@@ -1,0 +1,4 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+from .secvit import SecViT
+
+__all__ = ['SecViT']

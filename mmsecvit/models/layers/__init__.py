@@ -1,0 +1,1 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
