@@ -1,0 +1,13 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+from .checkpoint import (CheckpointLoadError, atomic_write_bytes,
+                         atomic_write_text, load_checkpoint_file,
+                         register_checkpoint_safe_globals)
+
+# Resuming or loading MMEngine checkpoints under torch's weights_only default
+# needs these globals allow-listed before any checkpoint is read.
+register_checkpoint_safe_globals()
+
+__all__ = [
+    'CheckpointLoadError', 'atomic_write_bytes', 'atomic_write_text',
+    'load_checkpoint_file', 'register_checkpoint_safe_globals'
+]

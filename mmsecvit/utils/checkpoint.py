@@ -1,0 +1,211 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Safe loading and atomic saving of checkpoints.
+
+Torch >= 2.6 loads checkpoints with ``weights_only=True`` by default, which
+refuses every Python global that is not allow-listed. MMEngine 0.10.7 calls
+``torch.load`` without ``weights_only`` and stores a few of its own objects
+(the message hub's ``HistoryBuffer``, numpy scalars and arrays) in every
+checkpoint it writes, so ``--resume`` fails out of the box. We allow-list
+exactly those objects instead of falling back to ``weights_only=False``, which
+would let a checkpoint from an untrusted source run arbitrary code.
+"""
+import os
+import os.path as osp
+import pickle
+import tempfile
+import zipfile
+from typing import Any, Callable, Dict, Union
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+
+# HistoryBuffer pickles its statistics methods as ``getattr(HistoryBuffer,
+# 'mean')`` and so on; these are the only attribute look-ups allowed.
+_HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
+# bool, signed and unsigned integers, floats: what logs and RNG states hold.
+_NUMERIC_DTYPE_CODES = '?bhilqBHILQefd'
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint file exists but cannot be loaded (corrupt, truncated, or
+    holding objects that are not allow-listed)."""
+
+
+def _history_buffer_method(owner, name: str):
+    """Stand-in for ``getattr`` while unpickling: only resolves the statistics
+    methods of :class:`HistoryBuffer`, never anything else."""
+    if owner is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'Refusing getattr({owner!r}, {name!r}) while loading a checkpoint: '
+        f'only HistoryBuffer.{{{", ".join(_HISTORY_BUFFER_METHODS)}}} may be '
+        'looked up.')
+
+
+def _numpy_reconstructors():
+    """The numpy functions that rebuild arrays and scalars, under the names
+    written by numpy 2 (``numpy._core``) and numpy 1 (``numpy.core``)."""
+    multiarray = np._core.multiarray if hasattr(
+        np, '_core') else np.core.multiarray
+    entries = []
+    for func in (multiarray._reconstruct, multiarray.scalar):
+        for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+            entries.append((func, f'{module}.{func.__name__}'))
+    return entries
+
+
+def checkpoint_safe_globals() -> list:
+    """The globals that MMEngine checkpoints hold, for
+    :func:`torch.serialization.add_safe_globals`.
+
+    Found by saving checkpoints with a Runner (message hub, optimizer,
+    parameter schedulers, RNG states of
+    :class:`mmsecvit.engine.hooks.RNGStateHook`) and listing what
+    ``torch.serialization.get_unsafe_globals_in_checkpoint`` reports.
+
+    Returns:
+        list: Objects, or ``(object, qualified name)`` pairs.
+    """
+    return [
+        HistoryBuffer,
+        (_history_buffer_method, 'builtins.getattr'),
+        (_history_buffer_method, '__builtin__.getattr'),
+        np.ndarray,
+        np.dtype,
+        *_numpy_reconstructors(),
+        # Unpickled dtypes are instances of per-type classes (numpy >= 1.25),
+        # e.g. Float64DType; only plain numeric ones, never the object dtype.
+        *[type(np.dtype(code)) for code in _NUMERIC_DTYPE_CODES],
+    ]
+
+
+def register_checkpoint_safe_globals() -> None:
+    """Allow-list :func:`checkpoint_safe_globals` for ``weights_only``
+    loading in this process (idempotent)."""
+    torch.serialization.add_safe_globals(checkpoint_safe_globals())
+
+
+def load_checkpoint_file(path: Union[str, os.PathLike],
+                         map_location: Any = 'cpu') -> Dict:
+    """Load a local checkpoint with ``weights_only=True``.
+
+    Args:
+        path (str | os.PathLike): The checkpoint file.
+        map_location: Same as :func:`torch.load`. Defaults to 'cpu'.
+
+    Returns:
+        dict: The loaded checkpoint.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        CheckpointLoadError: If the file is truncated or corrupt, or holds
+            objects that are not allow-listed; the message names the file.
+    """
+    path = osp.expanduser(os.fspath(path))
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Checkpoint file not found: {path}')
+    register_checkpoint_safe_globals()
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointLoadError(_explain_unpickling_error(path,
+                                                            error)) from error
+    except (RuntimeError, EOFError, ValueError, OSError,
+            zipfile.BadZipFile) as error:
+        raise CheckpointLoadError(
+            f'Checkpoint file {path} is truncated or corrupt and cannot be '
+            f'loaded ({type(error).__name__}: {_first_line(error)}). Use an '
+            'earlier checkpoint or download/copy the file again.') from error
+
+
+def _explain_unpickling_error(path: str, error: Exception) -> str:
+    """Say whether the file is corrupt or holds objects we refuse."""
+    if _is_intact_zip(path):
+        refused = _refusal_reason(str(error))
+        return (f'Checkpoint file {path} holds Python objects that are not '
+                f'allow-listed for safe loading ({refused}). It was not '
+                'loaded because unpickling them could run code. If you '
+                'trust the file, re-save its tensors as a plain state dict.')
+    return (f'Checkpoint file {path} is truncated or corrupt and cannot be '
+            f'loaded: it is not a readable PyTorch checkpoint. Use an earlier '
+            'checkpoint or download/copy the file again.')
+
+
+def _is_intact_zip(path: str) -> bool:
+    """Whether ``path`` is a complete zip archive (torch's file format)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
+
+
+def _refusal_reason(message: str) -> str:
+    """The paragraph of torch's message that names what was refused."""
+    boilerplate = ('Weights only load failed', 'Check the documentation',
+                   'Please file an issue')
+    for paragraph in message.split('\n\n'):
+        paragraph = paragraph.strip()
+        if paragraph and not paragraph.startswith(boilerplate):
+            return paragraph.replace('WeightsUnpickler error: ', '')
+    return _first_line(Exception(message))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else 'empty file'
+
+
+def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike]) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or
+    the complete new one, never a partial file.
+
+    The bytes go to a temporary file in the same directory, are flushed to
+    disk (``fsync``), and the temporary file is renamed onto ``path`` with
+    :func:`os.replace`, which is atomic on POSIX and Windows.
+
+    Args:
+        data (bytes): The content.
+        path (str | os.PathLike): The destination.
+    """
+    path = os.fspath(path)
+    directory = osp.dirname(osp.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    _write_then_replace(directory, path, lambda f: f.write(data))
+
+
+def _write_then_replace(directory: str, path: str,
+                        write: Callable) -> None:
+    fd, tmp_path = tempfile.mkstemp(
+        dir=directory, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Persist the rename itself (POSIX); a no-op where unsupported."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(text: str, path: Union[str, os.PathLike]) -> None:
+    """Text version of :func:`atomic_write_bytes` (UTF-8)."""
+    atomic_write_bytes(text.encode('utf-8'), path)

@@ -1,0 +1,101 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Safe loading and atomic saving of checkpoints."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer, MessageHub
+
+from mmsecvit.utils import (CheckpointLoadError, atomic_write_bytes,
+                            load_checkpoint_file)
+
+
+def _mmengine_like_checkpoint():
+    """What a Runner checkpoint holds besides tensors: a message hub state
+    with HistoryBuffers and numpy scalars, and RNG states."""
+    hub = MessageHub.get_instance('test_checkpoint_safe_globals')
+    hub.update_scalar('train/loss', 0.5)
+    hub.update_info('eta', np.float64(3.0))
+    return dict(
+        meta=dict(epoch=1, iter=4, seed=0),
+        state_dict={'w': torch.ones(3)},
+        message_hub=hub.state_dict(),
+        rng=dict(
+            numpy=np.random.get_state(),
+            torch=torch.get_rng_state(),
+        ))
+
+
+class _RunsCode:
+
+    def __reduce__(self):
+        return (os.system, ('echo this must never run',))
+
+
+def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
+    path = tmp_path / 'ckpt.pth'
+    torch.save(_mmengine_like_checkpoint(), path)
+    # torch's own default (weights_only=True) must accept it too, which is
+    # what mmengine's resume relies on.
+    for checkpoint in (load_checkpoint_file(path), torch.load(path)):
+        buffer = checkpoint['message_hub']['log_scalars']['train/loss']
+        assert isinstance(buffer, HistoryBuffer)
+        assert buffer.mean() == 0.5
+        assert checkpoint['message_hub']['runtime_info']['eta'] == 3.0
+        assert checkpoint['rng']['numpy'][1].dtype == np.uint32
+
+
+def test_checkpoint_that_runs_code_is_refused_and_named(tmp_path):
+    path = tmp_path / 'untrusted.pth'
+    torch.save({'payload': _RunsCode()}, path)
+    with pytest.raises(CheckpointLoadError, match='untrusted.pth') as info:
+        load_checkpoint_file(path)
+    assert 'system' in str(info.value)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)
+
+
+def test_getattr_is_allowed_only_for_history_buffer_statistics(tmp_path):
+    path = tmp_path / 'getattr.pth'
+    torch.save({'f': np.ndarray.tofile}, path)
+    with pytest.raises(CheckpointLoadError, match='getattr.pth'):
+        load_checkpoint_file(path)
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'garbage', 'empty'])
+def test_corrupt_checkpoint_gives_clear_error_naming_file(tmp_path, damage):
+    path = tmp_path / f'{damage}.pth'
+    torch.save({'w': torch.arange(1000.)}, path)
+    data = path.read_bytes()
+    path.write_bytes({
+        'truncated': data[:len(data) // 2],
+        'garbage': bytes(range(256)) * 8,
+        'empty': b''
+    }[damage])
+    with pytest.raises(CheckpointLoadError,
+                       match=f'{damage}.pth is truncated or corrupt'):
+        load_checkpoint_file(path)
+
+
+def test_missing_checkpoint_names_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='absent.pth'):
+        load_checkpoint_file(tmp_path / 'absent.pth')
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / 'sub' / 'latest.pth'
+    atomic_write_bytes(b'old', path)
+    atomic_write_bytes(b'new content', path)
+    assert path.read_bytes() == b'new content'
+    assert os.listdir(tmp_path / 'sub') == ['latest.pth']
+
+
+def test_failed_atomic_write_keeps_previous_file(tmp_path):
+    path = tmp_path / 'latest.pth'
+    atomic_write_bytes(b'complete', path)
+    with pytest.raises(TypeError):
+        atomic_write_bytes(object(), path)  # fails half-way through writing
+    assert path.read_bytes() == b'complete'
+    assert os.listdir(tmp_path) == ['latest.pth']
