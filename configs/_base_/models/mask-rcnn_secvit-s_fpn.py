@@ -1,0 +1,24 @@
+# Mask R-CNN FPN with a SecViT-S backbone. The T/B configs change only the
+# arch, drop path rate, checkpoint and the neck's input channels.
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py', '../secvit_pretrained.py'
+]
+
+custom_imports = dict(imports=['mmsecvit'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mmsecvit.SecViT',
+        arch='small',
+        out_indices=(0, 1, 2, 3),
+        # A choice: Swin-T uses 0.2 for detection, SecViT-S is of its size.
+        drop_path_rate=0.2,
+        # Batches of 2 images per GPU are too small for plain BN statistics
+        # in the stem and downsampling layers; mmsecvit's runtime turns
+        # SyncBN into BN where there is a single process or no GPU.
+        norm_cfg=dict(type='SyncBN', requires_grad=True),
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint={{_base_.secvit_checkpoints.small}})),
+    neck=dict(in_channels=[64, 128, 256, 512]))

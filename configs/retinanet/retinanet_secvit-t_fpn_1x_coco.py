@@ -1,0 +1,7 @@
+_base_ = './retinanet_secvit-s_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        arch='tiny',
+        drop_path_rate=0.1,
+        init_cfg=dict(checkpoint={{_base_.secvit_checkpoints.tiny}})))
