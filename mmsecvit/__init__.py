@@ -1,5 +1,10 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 from .version import __version__, version_info
+from .utils.version_check import check_versions
+
+# Before anything below registers with mmcv/mmdet/mmseg: an unsupported
+# version then fails here with a message that says how to fix it.
+check_versions()
 
 from . import utils  # noqa: F401,E402  (must come first: checkpoint safety)
 from . import engine, models  # noqa: F401,E402  (registers modules)

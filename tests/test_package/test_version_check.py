@@ -1,0 +1,65 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+import pytest
+
+from mmsecvit.utils.version_check import (SUPPORTED_VERSIONS,
+                                          check_versions, installed_versions)
+
+GOOD = {
+    'mmcv': '2.1.0',
+    'mmengine': '0.10.7',
+    'mmdet': '3.3.0',
+    'mmsegmentation': '1.2.2',
+}
+
+
+def test_installed_versions_pass():
+    # Importing mmsecvit already ran the check; this states it explicitly.
+    versions = installed_versions()
+    assert versions['mmcv'] is not None
+    assert versions['mmengine'] is not None
+    check_versions(versions)
+
+
+def test_tested_versions_pass():
+    check_versions(GOOD)
+
+
+def test_optional_downstream_libraries_may_be_missing():
+    check_versions(dict(GOOD, mmdet=None))
+    check_versions(dict(GOOD, mmsegmentation=None))
+
+
+@pytest.mark.parametrize('name,version', [
+    ('mmcv', '2.2.0'),
+    ('mmcv', '1.7.2'),
+    ('mmengine', '0.9.1'),
+    ('mmdet', '3.4.0'),
+    ('mmdet', '2.28.2'),
+    ('mmsegmentation', '1.3.0'),
+    ('mmsegmentation', '0.30.0'),
+])
+def test_unsupported_version_names_version_range_and_fix(name, version):
+    with pytest.raises(ImportError) as error:
+        check_versions(dict(GOOD, **{name: version}))
+    message = str(error.value)
+    lowest, first_unsupported = SUPPORTED_VERSIONS[name]
+    assert f'{name}=={version} is installed' in message
+    assert f'{name}>={lowest},<{first_unsupported}' in message
+    assert 'tools/install.sh' in message
+
+
+def test_lowest_supported_prerelease_passes():
+    check_versions(dict(GOOD, mmcv='2.0.0rc4'))
+
+
+@pytest.mark.parametrize('name', ['mmcv', 'mmengine'])
+def test_missing_required_library_is_reported(name):
+    with pytest.raises(ImportError, match=f'{name} is not installed'):
+        check_versions(dict(GOOD, **{name: None}))
+
+
+def test_all_problems_are_reported_together():
+    with pytest.raises(ImportError) as error:
+        check_versions(dict(GOOD, mmcv='2.2.0', mmdet='3.4.0'))
+    assert 'mmcv==2.2.0' in str(error.value)
+    assert 'mmdet==3.4.0' in str(error.value)

@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# Copyright (c) mmsecvit contributors. All rights reserved.
+#
+# Installs whatever mmsecvit needs that the active python is missing, and
+# nothing else. Safe to run again and again: a second run only checks.
+#
+#   bash tools/install.sh            # runtime stack + mmsecvit (editable)
+#   bash tools/install.sh --tests    # ... plus what the test suite needs
+#
+# It installs into the python on PATH (override with PYTHON=/path/to/python);
+# create and activate a virtual environment first if you want one.
+#
+# Environment variables (all optional):
+#   MMSECVIT_WHEELHOUSE      folder or URL holding a prebuilt mmcv wheel
+#                            (tried with --find-links before building;
+#                            ../shared/wheelhouse next to the checkout is
+#                            tried too when it exists; set to "none" to skip
+#                            both).
+#   MMSECVIT_CACHE_DIR       where mmcv wheels built here are kept for reuse
+#                            (default ~/.cache/mmsecvit/wheels).
+#   MMSECVIT_TORCH_SPEC      torch to install when none is installed
+#                            (default torch==2.13.0).
+#   MMSECVIT_TORCH_INDEX_URL index to get torch from, e.g.
+#                            https://download.pytorch.org/whl/cpu
+#   FORCE_CUDA=1             build mmcv's CUDA ops on a machine without a
+#                            visible GPU (needs nvcc matching torch's CUDA).
+#   MAX_JOBS                 parallel compile jobs for mmcv (default: nproc).
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python}"
+
+# The versions tested together (see README "Installation"). Anything already
+# installed inside the ranges mmsecvit supports is kept as it is.
+TORCH_SPEC="${MMSECVIT_TORCH_SPEC:-torch==2.13.0}"
+MMENGINE_PIN="mmengine==0.10.7"
+MMCV_VERSION="2.1.0"
+MMDET_PIN="mmdet==3.3.0"
+MMSEG_PIN="mmsegmentation==1.2.2"
+BUILD_TOOLS=("setuptools>=77,<82" "wheel" "ninja")
+
+WITH_TESTS=0
+for arg in "$@"; do
+    case "$arg" in
+        --tests) WITH_TESTS=1 ;;
+        -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) echo "install.sh: unknown argument '$arg' (expected --tests)" >&2; exit 2 ;;
+    esac
+done
+
+log() { echo "[mmsecvit install] $*"; }
+die() { echo "[mmsecvit install] ERROR: $*" >&2; exit 1; }
+pip_install() { "$PYTHON" -m pip install --disable-pip-version-check "$@"; }
+
+command -v "$PYTHON" >/dev/null 2>&1 || die "no '$PYTHON' on PATH; set PYTHON=/path/to/python"
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 8)' 2>/dev/null \
+    || die "python >= 3.8 is required, found $("$PYTHON" --version 2>&1)"
+log "python: $("$PYTHON" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
+
+# Prints the requirements (one per line) that the environment does not
+# satisfy; prints nothing when all are met. Needs no package beyond pip.
+unmet() {
+    "$PYTHON" - "$@" <<'PY'
+import re
+import sys
+from importlib import metadata
+
+try:
+    from packaging.requirements import Requirement
+except ImportError:  # a bare venv: pip always vendors packaging
+    from pip._vendor.packaging.requirements import Requirement
+
+
+def lines(args):
+    for arg in args:
+        if arg.startswith('@'):
+            with open(arg[1:]) as f:
+                for line in f:
+                    line = line.split('#', 1)[0].strip()
+                    if line and not line.startswith('-'):
+                        yield line
+        else:
+            yield arg
+
+
+for line in lines(sys.argv[1:]):
+    req = Requirement(line)
+    if req.marker is not None and not req.marker.evaluate():
+        continue
+    try:
+        version = metadata.version(req.name)
+    except metadata.PackageNotFoundError:
+        print(line)
+        continue
+    # Local labels such as '+cpu' do not matter for ranges.
+    if not req.specifier.contains(re.sub(r'\+.*$', '', version),
+                                  prereleases=True):
+        print(line)
+PY
+}
+
+# Installs the given requirements when some of them are unmet.
+ensure() {
+    local what="$1"; shift
+    local missing
+    missing="$(unmet "$@")" || die "could not check $what requirements"
+    if [[ -z "$missing" ]]; then
+        log "$what: already satisfied"
+        return 0
+    fi
+    log "$what: installing $(echo "$missing" | tr '\n' ' ')"
+    mapfile -t reqs <<<"$missing"
+    pip_install -c "$CONSTRAINTS" "${reqs[@]}"
+}
+
+WORK_DIR="$(mktemp -d)"
+trap 'rm -rf "$WORK_DIR"' EXIT
+CONSTRAINTS="$WORK_DIR/constraints.txt"
+: >"$CONSTRAINTS"
+
+# 1. Build tools. mmcv's setup.py and mmengine import pkg_resources, which
+#    setuptools 82 removed; torch 2.13 wants setuptools >= 77.
+missing="$(unmet "${BUILD_TOOLS[@]}")"
+if [[ -n "$missing" ]]; then
+    log "build tools: installing ${BUILD_TOOLS[*]}"
+    pip_install "${BUILD_TOOLS[@]}"
+else
+    log "build tools: already satisfied"
+fi
+echo "setuptools>=77,<82" >>"$CONSTRAINTS"
+
+# 2. torch. An installed torch (CPU or a CUDA build the user chose) is kept:
+#    an unpinned 'pip install torch' would pull a multi-GB CUDA build.
+if "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
+    log "torch: keeping the installed $("$PYTHON" -c 'import torch; print(torch.__version__)')"
+else
+    log "torch: none installed, installing $TORCH_SPEC"
+    if [[ -n "${MMSECVIT_TORCH_INDEX_URL:-}" ]]; then
+        pip_install "$TORCH_SPEC" --index-url "$MMSECVIT_TORCH_INDEX_URL"
+    else
+        pip_install "$TORCH_SPEC"
+    fi
+fi
+TORCH_VERSION="$("$PYTHON" -c 'import torch; print(torch.__version__)')"
+TORCH_CUDA="$("$PYTHON" -c 'import torch; print(torch.version.cuda or "cpu")')"
+# Nothing below may replace this torch.
+echo "torch==$TORCH_VERSION" >>"$CONSTRAINTS"
+
+# 3. mmengine (pure python) and the small packages mmcv needs at run time.
+missing="$(unmet "mmengine>=0.10.0,<1.0.0")"
+if [[ -n "$missing" ]]; then log "mmengine: installing $MMENGINE_PIN"; pip_install -c "$CONSTRAINTS" "$MMENGINE_PIN"
+else log "mmengine: already satisfied"; fi
+ensure "mmcv dependencies" numpy addict packaging Pillow pyyaml yapf opencv-python
+
+# 4. mmcv with its compiled ops. 'import mmcv' alone is not enough: a build
+#    without ops (or one bound to another torch) imports fine and fails later.
+mmcv_works() {
+    "$PYTHON" - "$MMCV_VERSION" <<'PY' >/dev/null 2>&1
+import sys
+
+import mmcv
+import torch
+from mmcv.ops import RoIAlign, nms
+
+assert mmcv.__version__ == sys.argv[1], mmcv.__version__
+boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]])
+nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
+RoIAlign((2, 2), 1.0)(torch.rand(1, 1, 8, 8), torch.tensor([[0., 0., 0., 4., 4.]]))
+PY
+}
+
+try_wheel_from() {
+    local source="$1"
+    log "mmcv: trying a prebuilt wheel from $source"
+    if pip_install --no-index --no-deps --force-reinstall --find-links "$source" \
+            "mmcv==$MMCV_VERSION" >"$WORK_DIR/mmcv-wheel.log" 2>&1 && mmcv_works; then
+        log "mmcv: installed from $source, ops work with torch $TORCH_VERSION"
+        return 0
+    fi
+    log "mmcv: the wheel from $source does not fit this python/torch; moving on"
+    "$PYTHON" -m pip uninstall -y mmcv >/dev/null 2>&1 || true
+    return 1
+}
+
+# Compiles mmcv from the registry's source, keeps the wheel in the cache
+# and prints a progress line every 30 s (ninja's [done/total] counter).
+build_mmcv() {
+    local cache="$1" build_log="$WORK_DIR/mmcv-build.log"
+    local jobs="${MAX_JOBS:-$(nproc 2>/dev/null || echo 2)}"
+    local cuda_note="CPU ops"
+    if [[ "$TORCH_CUDA" != cpu ]]; then
+        if "$PYTHON" -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1 \
+                || [[ "${FORCE_CUDA:-0}" == 1 ]]; then
+            cuda_note="CUDA $TORCH_CUDA ops"
+        else
+            log "mmcv: WARNING torch is a CUDA $TORCH_CUDA build but no GPU is visible;"
+            log "      set FORCE_CUDA=1 (with nvcc installed) to compile the CUDA ops too."
+        fi
+    fi
+    log "mmcv: building mmcv==$MMCV_VERSION from source with $cuda_note, $jobs jobs."
+    log "mmcv: this takes ~10-21 minutes on 2 cores (once: the wheel is cached in $cache)."
+    log "mmcv: full build log: $build_log"
+    mkdir -p "$cache"
+    MMCV_WITH_OPS=1 MAX_JOBS="$jobs" "$PYTHON" -m pip wheel -v --no-deps \
+        --no-build-isolation --no-binary mmcv -w "$WORK_DIR/wheels" \
+        "mmcv==$MMCV_VERSION" >"$build_log" 2>&1 &
+    local pid=$! start=$SECONDS
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 30 &
+        wait $! || true
+        kill -0 "$pid" 2>/dev/null || break
+        local step
+        step="$(grep -o '^\[[0-9]*/[0-9]*\]' "$build_log" | tail -n 1 || true)"
+        log "mmcv: still building, $(((SECONDS - start) / 60)) min $(((SECONDS - start) % 60)) s" \
+            "elapsed${step:+, compiled $step}"
+    done
+    if ! wait "$pid"; then
+        tail -n 40 "$build_log" >&2
+        die "building mmcv failed (full log above: $build_log). A C++ compiler (g++) and" \
+            "python headers are needed; see README 'Installation'."
+    fi
+    log "mmcv: built in $(((SECONDS - start) / 60)) min $(((SECONDS - start) % 60)) s"
+    cp "$WORK_DIR"/wheels/mmcv-*.whl "$cache/"
+    pip_install --no-index --no-deps --force-reinstall --find-links "$cache" "mmcv==$MMCV_VERSION"
+    mmcv_works || die "mmcv was built but its ops do not import; see $build_log"
+}
+
+if mmcv_works; then
+    log "mmcv: $MMCV_VERSION with working ops already installed"
+else
+    # The wheel a build leaves behind is only valid for this python + torch.
+    PY_TAG="$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+    CACHE="${MMSECVIT_CACHE_DIR:-$HOME/.cache/mmsecvit/wheels}/mmcv-$MMCV_VERSION-$PY_TAG-torch$TORCH_VERSION"
+    sources=()
+    if [[ "${MMSECVIT_WHEELHOUSE:-}" != none ]]; then
+        [[ -n "${MMSECVIT_WHEELHOUSE:-}" ]] && sources+=("$MMSECVIT_WHEELHOUSE")
+        [[ -d "$REPO_ROOT/../shared/wheelhouse" ]] && sources+=("$(cd "$REPO_ROOT/../shared/wheelhouse" && pwd)")
+    fi
+    ls "$CACHE"/mmcv-*.whl >/dev/null 2>&1 && sources+=("$CACHE")
+    installed=0
+    for source in "${sources[@]+"${sources[@]}"}"; do
+        if try_wheel_from "$source"; then installed=1; break; fi
+    done
+    [[ $installed == 1 ]] || build_mmcv "$CACHE"
+fi
+echo "mmcv==$MMCV_VERSION" >>"$CONSTRAINTS"
+
+# 5. The downstream libraries, at the tested pins when missing.
+missing="$(unmet "mmdet>=3.0.0,<3.4.0")"
+if [[ -n "$missing" ]]; then log "mmdet: installing $MMDET_PIN"; pip_install -c "$CONSTRAINTS" "$MMDET_PIN"
+else log "mmdet: already satisfied"; fi
+missing="$(unmet "mmsegmentation>=1.0.0,<1.3.0")"
+if [[ -n "$missing" ]]; then log "mmsegmentation: installing $MMSEG_PIN"; pip_install -c "$CONSTRAINTS" "$MMSEG_PIN"
+else log "mmsegmentation: already satisfied"; fi
+
+# 6. mmsecvit itself (editable, so edits in the checkout take effect) and,
+#    for the test command, the test requirements.
+ensure "mmsecvit runtime requirements" "@$REPO_ROOT/requirements/runtime.txt" \
+    "@$REPO_ROOT/requirements/optional.txt"
+if [[ $WITH_TESTS == 1 ]]; then
+    ensure "test requirements" "@$REPO_ROOT/requirements/tests.txt"
+fi
+if (cd "$WORK_DIR" && "$PYTHON" - "$REPO_ROOT" <<'PY') >/dev/null 2>&1; then
+import os
+import sys
+from importlib import metadata
+
+import mmsecvit
+
+metadata.version('mmsecvit')
+assert os.path.realpath(mmsecvit.__file__).startswith(
+    os.path.realpath(sys.argv[1]) + os.sep)
+PY
+    log "mmsecvit: already installed from $REPO_ROOT"
+else
+    log "mmsecvit: installing $REPO_ROOT in editable mode"
+    pip_install --no-deps --no-build-isolation -e "$REPO_ROOT"
+fi
+
+(cd "$WORK_DIR" && "$PYTHON" -c 'import mmsecvit' ) \
+    || die "mmsecvit was installed but does not import (see the error above)"
+log "done: torch $TORCH_VERSION ($TORCH_CUDA), mmcv $MMCV_VERSION with ops, mmsecvit ready."
