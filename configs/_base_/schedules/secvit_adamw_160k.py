@@ -8,10 +8,13 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(
         type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    # No weight decay on norms, biases and other 1-D parameters (layer
-    # scales). The RoPE angles are buffers, never optimised.
+    # No weight decay on norms, biases and layer scales (gamma_1/2 are
+    # shaped (1, C, 1, 1): flat_decay_mult would miss them). The RoPE
+    # angles are buffers, never optimised.
     paramwise_cfg=dict(
-        norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.))
+        norm_decay_mult=0.,
+        bias_decay_mult=0.,
+        custom_keys={'gamma_': dict(decay_mult=0.)}))
 
 param_scheduler = [
     dict(

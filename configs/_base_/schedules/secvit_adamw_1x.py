@@ -11,12 +11,15 @@ optim_wrapper = dict(
         lr=1e-4,
         betas=(0.9, 0.999),
         weight_decay=0.05),
-    # No weight decay on norms, biases and other 1-D parameters (layer
-    # scales). The RoPE angles are buffers, never optimised. For layer-wise
-    # lr decay add constructor='mmsecvit.LayerDecayOptimWrapperConstructor'
-    # and layer_decay_rate (e.g. 0.9) to paramwise_cfg.
+    # No weight decay on norms, biases and layer scales (gamma_1/2 are
+    # shaped (1, C, 1, 1): flat_decay_mult would miss them). The RoPE
+    # angles are buffers, never optimised. For layer-wise lr decay add
+    # constructor='mmsecvit.LayerDecayOptimWrapperConstructor' and
+    # layer_decay_rate (e.g. 0.9) to paramwise_cfg.
     paramwise_cfg=dict(
-        norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.))
+        norm_decay_mult=0.,
+        bias_decay_mult=0.,
+        custom_keys={'gamma_': dict(decay_mult=0.)}))
 
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs)
