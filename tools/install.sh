@@ -210,7 +210,7 @@ build_mmcv() {
         wait $! || true
         kill -0 "$pid" 2>/dev/null || break
         local step
-        step="$(grep -o '^\[[0-9]*/[0-9]*\]' "$build_log" | tail -n 1 || true)"
+        step="$(grep -o '^ *\[[0-9]*/[0-9]*\]' "$build_log" | tail -n 1 | tr -d ' ' || true)"
         log "mmcv: still building, $(((SECONDS - start) / 60)) min $(((SECONDS - start) % 60)) s" \
             "elapsed${step:+, compiled $step}"
     done
