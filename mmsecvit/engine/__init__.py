@@ -1,5 +1,13 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
+from .hooks import ResumableCheckpointHook
+from .loops import ResumableEpochBasedTrainLoop
+from .model_wrappers import DeviceAwareDistributedDataParallel
+from .optim_wrappers import BF16AutocastOptimWrapper
 from .optimizers import LayerDecayOptimWrapperConstructor
 from .runtime import prepare_runtime
 
-__all__ = ['LayerDecayOptimWrapperConstructor', 'prepare_runtime']
+__all__ = [
+    'BF16AutocastOptimWrapper', 'DeviceAwareDistributedDataParallel',
+    'LayerDecayOptimWrapperConstructor', 'ResumableCheckpointHook',
+    'ResumableEpochBasedTrainLoop', 'prepare_runtime'
+]

@@ -1,16 +1,221 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-"""Runtime preparation shared by the tools (filled in by the distributed
-work; until then a pass-through)."""
+"""Runtime preparation shared by the tools.
+
+:func:`prepare_runtime` is called by ``tools/train.py`` right before
+``Runner.from_cfg(cfg)``. It adapts the config to the machine (CPU-only
+distributed training, SyncBN, mixed precision) and makes checkpointing and
+resuming safe. Each step is a small function that logs what it changed.
+"""
+import os
+import logging
+import os.path as osp
+import re
+from datetime import timedelta
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+
+from mmsecvit.utils.checkpoint import (CheckpointLoadError,
+                                       load_checkpoint_file)
+
+CPU_DDP_WRAPPER = 'mmsecvit.DeviceAwareDistributedDataParallel'
+CHECKPOINT_HOOK = 'mmsecvit.ResumableCheckpointHook'
+EPOCH_LOOP = 'ResumableEpochBasedTrainLoop'
+BF16_CPU_OPTIM_WRAPPER = 'BF16AutocastOptimWrapper'
+_SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm', 'TorchSyncBN')
+_CHECKPOINT_NAME = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
 
-def prepare_runtime(cfg, launcher: str = 'none'):
+def _log(message: str, level: int = logging.INFO) -> None:
+    print_log(f'[prepare_runtime] {message}', logger='current', level=level)
+
+
+def prepare_runtime(cfg: Config, launcher: str = 'none') -> Config:
     """Adapt ``cfg`` to the machine before the Runner is built.
 
+    - Distributed launch without CUDA: a gloo process group is initialised
+      here (MMEngine's ``init_dist`` calls ``torch.cuda.set_device``) and the
+      model is wrapped by :class:`DeviceAwareDistributedDataParallel`.
+    - Without CUDA, SyncBN in ``cfg.model`` becomes BN (with a warning).
+    - ``AmpOptimWrapper``: bfloat16 where supported, fp16 with dynamic loss
+      scaling otherwise; on CPU :class:`BF16AutocastOptimWrapper`.
+    - Checkpoints: :class:`ResumableCheckpointHook` (atomic, RNG states) and
+      :class:`ResumableEpochBasedTrainLoop` (mid-epoch resume) replace
+      MMEngine's defaults; a checkpoint to resume from or load is checked
+      before training starts and ``--resume`` picks the newest complete one.
+
     Args:
-        cfg (mmengine.Config): The full config.
+        cfg (mmengine.Config): The full config, modified in place.
         launcher (str): The launcher given on the command line.
 
     Returns:
-        mmengine.Config: The same config, possibly modified.
+        mmengine.Config: ``cfg``.
     """
+    cuda = torch.cuda.is_available()
+    if launcher != 'none' and not cuda:
+        setup_cpu_distributed(cfg)
+    if not cuda:
+        convert_sync_bn(cfg)
+    select_amp(cfg, cuda)
+    use_resumable_checkpointing(cfg)
+    resolve_checkpoint_to_load(cfg)
     return cfg
+
+
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Initialise a gloo process group from ``torch.distributed.run``'s
+    environment and choose the CPU-capable DDP wrapper.
+
+    The Runner skips its own ``init_dist`` when a process group exists.
+    """
+    missing = [
+        name for name in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+        if name not in os.environ
+    ]
+    if missing:
+        raise RuntimeError(
+            f'Distributed launch requested but {missing} are not set. Start '
+            'the script with tools/dist_train.sh or `python -m '
+            'torch.distributed.run`.')
+    env_cfg = cfg.setdefault('env_cfg', ConfigDict())
+    dist_cfg = env_cfg.setdefault('dist_cfg', ConfigDict())
+    dist_cfg['backend'] = 'gloo'
+    if not torch_dist.is_initialized():
+        timeout = dist_cfg.get('timeout', 1800)
+        torch_dist.init_process_group(
+            backend='gloo', timeout=timedelta(seconds=timeout))
+    wrapper_cfg = cfg.get('model_wrapper_cfg') or ConfigDict()
+    if wrapper_cfg.get('type', 'MMDistributedDataParallel') in (
+            'MMDistributedDataParallel', CPU_DDP_WRAPPER):
+        wrapper_cfg['type'] = CPU_DDP_WRAPPER
+        wrapper_cfg.setdefault('broadcast_buffers', False)
+        wrapper_cfg.setdefault('find_unused_parameters',
+                               cfg.get('find_unused_parameters', False))
+        cfg.model_wrapper_cfg = wrapper_cfg
+    _log(f'no CUDA: gloo process group (rank {torch_dist.get_rank()} of '
+         f'{torch_dist.get_world_size()}), model wrapper '
+         f'{cfg.model_wrapper_cfg.type}')
+
+
+def convert_sync_bn(cfg: Config) -> None:
+    """Replace every SyncBN norm config in ``cfg.model`` by BN (SyncBN
+    needs CUDA)."""
+    paths = []
+
+    def convert(node, path):
+        if isinstance(node, dict):
+            if node.get('type') in _SYNC_BN_TYPES:
+                node['type'] = 'BN'
+                paths.append(path)
+            for key, value in node.items():
+                convert(value, f'{path}.{key}')
+        elif isinstance(node, (list, tuple)):
+            for index, value in enumerate(node):
+                convert(value, f'{path}[{index}]')
+
+    convert(cfg.get('model'), 'model')
+    if paths:
+        _log(
+            'SyncBN needs CUDA, none is available: using BN instead in '
+            + ', '.join(paths), logging.WARNING)
+
+
+def select_amp(cfg: Config, cuda: bool) -> None:
+    """Pick the mixed precision that the machine supports for an
+    ``AmpOptimWrapper`` config."""
+    optim_wrapper = cfg.get('optim_wrapper')
+    if not optim_wrapper or optim_wrapper.get('type') != 'AmpOptimWrapper':
+        return
+    if not cuda:
+        optim_wrapper['type'] = BF16_CPU_OPTIM_WRAPPER
+        for key in ('loss_scale', 'dtype', 'use_fsdp'):
+            optim_wrapper.pop(key, None)
+        _log('AMP without CUDA: bfloat16 autocast on the CPU '
+             f'({BF16_CPU_OPTIM_WRAPPER}, no loss scaling)')
+    elif optim_wrapper.get('dtype') is None:
+        if torch.cuda.is_bf16_supported():
+            optim_wrapper['dtype'] = 'bfloat16'
+            _log('AMP: bfloat16 (supported by this GPU)')
+        else:
+            optim_wrapper['dtype'] = 'float16'
+            optim_wrapper.setdefault('loss_scale', 'dynamic')
+            _log('AMP: float16 with dynamic loss scaling (no bfloat16 on '
+                 'this GPU)')
+
+
+def use_resumable_checkpointing(cfg: Config) -> None:
+    """Make MMEngine's default checkpoint hook and epoch loop resumable."""
+    hook = cfg.get('default_hooks', {}).get('checkpoint')
+    if hook is not None and hook.get('type') in ('CheckpointHook',
+                                                 'mmengine.CheckpointHook'):
+        hook['type'] = CHECKPOINT_HOOK
+        _log(f'checkpoints saved atomically by {CHECKPOINT_HOOK}')
+    train_cfg = cfg.get('train_cfg')
+    if train_cfg is not None and (
+            train_cfg.get('type') in ('EpochBasedTrainLoop',
+                                      'mmengine.EpochBasedTrainLoop') or
+        ('type' not in train_cfg and train_cfg.get('by_epoch', False))):
+        train_cfg.pop('by_epoch', None)
+        train_cfg['type'] = EPOCH_LOOP
+        _log(f'train loop {EPOCH_LOOP} (resumes mid-epoch)')
+
+
+def resolve_checkpoint_to_load(cfg: Config) -> None:
+    """Check the checkpoint to resume from or load before training starts.
+
+    With ``resume`` and no ``load_from``, ``load_from`` becomes the newest
+    complete checkpoint in ``work_dir`` (the one ``last_checkpoint`` names,
+    or, if that is missing or unreadable, the newest loadable
+    ``epoch_*.pth``/``iter_*.pth``).
+
+    Raises:
+        FileNotFoundError, CheckpointLoadError: If ``load_from`` names a
+            local file that does not exist or cannot be loaded.
+    """
+    load_from = cfg.get('load_from')
+    if cfg.get('resume', False) and not load_from:
+        work_dir = cfg.get('work_dir')
+        latest = find_latest_complete_checkpoint(work_dir) if work_dir else None
+        if latest is None:
+            _log(f'resume: no complete checkpoint in {work_dir}, training '
+                 'from scratch', logging.WARNING)
+            return
+        cfg.load_from = latest
+        _log(f'resume from {latest}')
+    elif load_from and '://' not in str(load_from):
+        load_checkpoint_file(load_from)
+
+
+def find_latest_complete_checkpoint(work_dir: str):
+    """The newest loadable checkpoint in ``work_dir``, or None.
+
+    Args:
+        work_dir (str): The run's work directory.
+
+    Returns:
+        str | None: Path of the checkpoint.
+    """
+    candidates = []
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip()
+        if named:
+            candidates.append(named)
+    if osp.isdir(work_dir):
+        saved = [
+            osp.join(work_dir, name) for name in os.listdir(work_dir)
+            if _CHECKPOINT_NAME.match(name)
+        ]
+        # epoch_* and iter_* numbers are not comparable; saving time is.
+        candidates += sorted(saved, key=osp.getmtime, reverse=True)
+    for path in candidates:
+        try:
+            load_checkpoint_file(path)
+        except (FileNotFoundError, CheckpointLoadError) as error:
+            _log(f'skipping checkpoint: {error}', logging.WARNING)
+            continue
+        return path
+    return None

@@ -1,5 +1,6 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-from .checkpoint import (CheckpointLoadError, atomic_write_bytes,
+from .checkpoint import (ATOMIC_BACKEND_ARGS, AtomicLocalBackend,
+                         CheckpointLoadError, atomic_write_bytes,
                          atomic_write_text, load_checkpoint_file,
                          register_checkpoint_safe_globals)
 
@@ -8,6 +9,7 @@ from .checkpoint import (CheckpointLoadError, atomic_write_bytes,
 register_checkpoint_safe_globals()
 
 __all__ = [
-    'CheckpointLoadError', 'atomic_write_bytes', 'atomic_write_text',
+    'ATOMIC_BACKEND_ARGS', 'AtomicLocalBackend', 'CheckpointLoadError',
+    'atomic_write_bytes', 'atomic_write_text',
     'load_checkpoint_file', 'register_checkpoint_safe_globals'
 ]
