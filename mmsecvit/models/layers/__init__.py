@@ -1,1 +1,12 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
+from .norm import LayerNorm2d
+from .rope import RoPE2d, apply_rope
+from .sec_attention import (SECAttention, clustered_attention,
+                            record_cluster_assignments,
+                            resolve_cluster_length, sec_order)
+
+__all__ = [
+    'LayerNorm2d', 'RoPE2d', 'apply_rope', 'SECAttention',
+    'clustered_attention', 'record_cluster_assignments',
+    'resolve_cluster_length', 'sec_order'
+]

@@ -1,0 +1,540 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""SecViT backbone (Semantic Equitable Clustering Vision Transformer).
+
+Fan et al., "Semantic Equitable Clustering: A Simple and Effective Strategy
+for Clustering Vision Tokens", arXiv 2405.13337. Module and parameter names
+follow the authors' classification code so that their ImageNet checkpoints
+load without conversion.
+"""
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmsecvit.registry import MODELS
+from ..layers import LayerNorm2d, RoPE2d, SECAttention
+from .secvit_checkpoint import load_pretrained_backbone
+
+
+class ConvStem(nn.Module):
+    """Four 3x3 convolutions with BN and GELU; stride 4 in total.
+
+    Args:
+        in_channels (int): Channels of the image.
+        embed_dims (int): Channels of the first stage.
+        norm_cfg (dict): Config of the normalisation layers.
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int,
+                 norm_cfg: dict) -> None:
+        super().__init__()
+        mid = embed_dims // 2
+        layers = []
+        for cin, cout, stride, act in [(in_channels, mid, 2, True),
+                                       (mid, mid, 1, True),
+                                       (mid, mid, 1, True),
+                                       (mid, embed_dims, 2, False)]:
+            layers += [
+                nn.Conv2d(cin, cout, 3, stride, 1),
+                build_norm_layer(norm_cfg, cout)[1]
+            ]
+            if act:
+                layers.append(nn.GELU())
+        # The name ``proj`` (a Sequential) matches the authors' checkpoints.
+        self.proj = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class ConvDownsample(nn.Module):
+    """A stride-2 3x3 convolution followed by a norm layer.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        norm_cfg (dict): Config of the normalisation layer.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int,
+                 norm_cfg: dict) -> None:
+        super().__init__()
+        self.reduction = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
+        self.norm = build_norm_layer(norm_cfg, out_channels)[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.reduction(x))
+
+
+class ConvFFN(nn.Module):
+    """1x1 conv, GELU, residual 3x3 depth-wise conv, 1x1 conv.
+
+    Args:
+        embed_dims (int): Input and output channels.
+        hidden_dims (int): Hidden channels.
+    """
+
+    def __init__(self, embed_dims: int, hidden_dims: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(embed_dims, hidden_dims, 1)
+        self.dwconv = nn.Conv2d(
+            hidden_dims, hidden_dims, 3, padding=1, groups=hidden_dims)
+        self.fc2 = nn.Conv2d(hidden_dims, embed_dims, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.fc1(x))
+        x = x + self.dwconv(x)
+        return self.fc2(x)
+
+
+class SecViTBlock(nn.Module):
+    """Conditional position encoding, SEC attention and FFN, pre-norm.
+
+    Args:
+        embed_dims (int): Channels.
+        num_heads (int): Attention heads.
+        num_clusters (int): Clusters of the attention (-1: global).
+        mlp_ratio (float): Hidden channels of the FFN over ``embed_dims``.
+        drop_path (float): Stochastic depth rate.
+        layer_scale (bool): Whether to scale both branches by learnable
+            per-channel factors ``gamma_1`` and ``gamma_2``.
+        layer_scale_init (float): Initial value of those factors.
+        cluster_mode (str): See :class:`SECAttention`.
+        cluster_size (int): See :class:`SECAttention`.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 num_clusters: int,
+                 mlp_ratio: float = 3.,
+                 drop_path: float = 0.,
+                 layer_scale: bool = False,
+                 layer_scale_init: float = 1e-6,
+                 cluster_mode: str = 'num_clusters',
+                 cluster_size: int = 98) -> None:
+        super().__init__()
+        self.pos = nn.Conv2d(
+            embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
+        self.norm1 = LayerNorm2d(embed_dims, eps=1e-6)
+        self.attn = SECAttention(embed_dims, num_heads, num_clusters,
+                                 cluster_mode, cluster_size)
+        self.norm2 = LayerNorm2d(embed_dims, eps=1e-6)
+        self.ffn = ConvFFN(embed_dims, int(mlp_ratio * embed_dims))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 \
+            else nn.Identity()
+        self.layer_scale = layer_scale
+        if layer_scale:
+            self.gamma_1 = nn.Parameter(
+                torch.full((1, embed_dims, 1, 1), layer_scale_init))
+            self.gamma_2 = nn.Parameter(
+                torch.full((1, embed_dims, 1, 1), layer_scale_init))
+
+    def forward(self, x: torch.Tensor, sin: torch.Tensor,
+                cos: torch.Tensor) -> torch.Tensor:
+        x = x + self.pos(x)
+        attn = self.attn(self.norm1(x), sin, cos)
+        if self.layer_scale:
+            attn = self.gamma_1 * attn
+        x = x + self.drop_path(attn)
+        ffn = self.ffn(self.norm2(x))
+        if self.layer_scale:
+            ffn = self.gamma_2 * ffn
+        return x + self.drop_path(ffn)
+
+
+class SecViTStage(nn.Module):
+    """The blocks of one stage, sharing one RoPE table, and the downsample
+    that ends the stage (none in the last stage).
+
+    Args:
+        embed_dims (int): Channels of the stage.
+        depth (int): Blocks.
+        num_heads (int): Attention heads.
+        num_clusters (Sequence[int]): Clusters of each block.
+        out_channels (int, optional): Channels after the downsample; None
+            for the last stage, which has no downsample.
+        drop_paths (Sequence[float]): Stochastic depth rate of each block.
+        norm_cfg (dict): Config of the downsample's norm layer.
+        with_cp (bool): Use activation checkpointing on each block.
+        block_cfg: Further :class:`SecViTBlock` arguments.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 depth: int,
+                 num_heads: int,
+                 num_clusters: Sequence[int],
+                 out_channels: Optional[int],
+                 drop_paths: Sequence[float],
+                 norm_cfg: dict,
+                 with_cp: bool = False,
+                 **block_cfg) -> None:
+        super().__init__()
+        self.with_cp = with_cp
+        # Named like the authors' attribute so the buffer key matches.
+        self.RoPE = RoPE2d(embed_dims, num_heads)
+        self.blocks = nn.ModuleList([
+            SecViTBlock(
+                embed_dims,
+                num_heads,
+                num_clusters[i],
+                drop_path=drop_paths[i],
+                **block_cfg) for i in range(depth)
+        ])
+        self.downsample = None if out_channels is None else ConvDownsample(
+            embed_dims, out_channels, norm_cfg)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Returns the map after the blocks and the downsampled map (the
+        former again in the last stage)."""
+        sin, cos = self.RoPE(x.shape[2:])
+        for block in self.blocks:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, sin, cos, use_reentrant=False)
+            else:
+                x = block(x, sin, cos)
+        down = x if self.downsample is None else self.downsample(x)
+        return x, down
+
+
+@MODELS.register_module()
+class SecViT(BaseModule):
+    """SecViT backbone for dense prediction.
+
+    A hierarchical transformer with a convolutional stem, four stages of
+    blocks whose attention works within Semantic Equitable Clusters (tokens
+    ranked by the similarity of their key to the mean key and cut into
+    equally long chunks) and strided-conv downsampling between stages.
+
+    Beyond the authors' classification model it accepts any input size:
+    outputs have spatial size ``ceil(H / 2**(i + 2))``; a token count that
+    does not divide by the number of clusters gives a shorter last cluster
+    (equivalent to masked padding, see
+    :mod:`mmsecvit.models.layers.sec_attention`).
+
+    Args:
+        arch (str | dict): One of ``arch_zoo`` ('tiny', 'small', 'base',
+            'large' or 't', 's', 'b', 'l') or a dict with the keys
+            ``embed_dims``, ``depths``, ``num_heads``, ``num_clusters`` (an
+            int per stage or a list per block; -1 is global attention) and
+            optionally ``mlp_ratios`` (float or one per stage),
+            ``layer_scales`` (bool per stage), ``layer_scale_init`` and
+            ``drop_path_rate``. Defaults to 'small'.
+        in_channels (int): Channels of the input image. Defaults to 3.
+        out_indices (Sequence[int]): Stages whose outputs are returned.
+            Defaults to (0, 1, 2, 3).
+        out_norm (bool): Add a LayerNorm to each returned output, as mmdet's
+            Swin does. If False, return each stage's map after its blocks
+            and before its downsample. Defaults to True.
+        cluster_mode (str): ``'num_clusters'``: every block keeps the
+            number of clusters of ``arch`` at every input size (the paper's
+            choice; attention cost quadratic in the tokens).
+            ``'cluster_size'``: every clustered block keeps ``cluster_size``
+            tokens per cluster (linear cost; identical to the paper's mode
+            at 224x224 with the default 98). Global blocks stay global in
+            both modes. Defaults to 'num_clusters'.
+        cluster_size (int | Sequence[int]): Tokens per cluster in
+            ``'cluster_size'`` mode, one value or one per stage. Defaults
+            to 98.
+        drop_path_rate (float, optional): Stochastic depth rate, increasing
+            linearly over the blocks. Defaults to the arch's value.
+        frozen_stages (int): Stages to freeze (stop gradients and set to
+            eval mode): 0 freezes the stem, i >= 1 also stages 0..i-1 with
+            their downsample and output norm. -1 freezes nothing.
+        norm_eval (bool): Keep the BatchNorm layers (stem, downsample) in
+            eval mode during training. Defaults to False.
+        with_cp (bool): Use non-reentrant activation checkpointing on each
+            block to save memory. Defaults to False.
+        norm_cfg (dict): Norm layers of the stem and the downsamples.
+            Defaults to ``dict(type='BN', requires_grad=True)``; use
+            ``SyncBN`` for multi-GPU training.
+        checkpoint_key (str): Which weights to take from an authors'
+            checkpoint that holds several: 'model' or 'model_ema'.
+            Defaults to 'model'.
+        init_cfg (dict, optional): ``dict(type='Pretrained',
+            checkpoint=PATH)`` loads an authors' ImageNet checkpoint (or an
+            mmsecvit / mmdet / mmseg one); None initialises as the authors
+            do. Defaults to None.
+
+    Examples:
+        >>> import torch
+        >>> from mmsecvit.models import SecViT
+        >>> model = SecViT(arch='tiny').eval()
+        >>> outs = model(torch.rand(1, 3, 224, 300))
+        >>> [tuple(o.shape) for o in outs]
+        [(1, 64, 56, 75), (1, 128, 28, 38), (1, 256, 14, 19), (1, 512, 7, 10)]
+    """
+
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], {
+            'embed_dims': [64, 128, 256, 512],
+            'depths': [2, 2, 9, 2],
+            'num_heads': [2, 4, 8, 16],
+            'num_clusters': [32, 8, 2, -1],
+            'mlp_ratios': 3.,
+            'layer_scales': [False, False, False, False],
+            'drop_path_rate': 0.1,
+        }),
+        **dict.fromkeys(['s', 'small'], {
+            'embed_dims': [64, 128, 256, 512],
+            'depths': [3, 4, 18, 4],
+            'num_heads': [2, 4, 8, 16],
+            'num_clusters': [32, 8, 2, -1],
+            'mlp_ratios': 3.,
+            'layer_scales': [False, False, False, False],
+            'drop_path_rate': 0.15,
+        }),
+        # The authors' ``KClusterFormerSimpleNew_M``.
+        **dict.fromkeys(['b', 'base'], {
+            'embed_dims': [80, 160, 320, 512],
+            'depths': [4, 8, 26, 8],
+            'num_heads': [5, 5, 10, 16],
+            'num_clusters': [32, 8, 2, -1],
+            'mlp_ratios': 3.,
+            'layer_scales': [False, False, True, True],
+            'drop_path_rate': 0.4,
+        }),
+        **dict.fromkeys(['l', 'large'], {
+            'embed_dims': [112, 224, 448, 640],
+            'depths': [4, 8, 26, 8],
+            'num_heads': [7, 7, 14, 20],
+            'num_clusters': [32, 8, 2, -1],
+            'mlp_ratios': 3.,
+            'layer_scales': [False, False, True, True],
+            'drop_path_rate': 0.5,
+        }),
+    }
+    _required_keys = {'embed_dims', 'depths', 'num_heads', 'num_clusters'}
+    num_stages = 4
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'small',
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 out_norm: bool = True,
+                 cluster_mode: str = 'num_clusters',
+                 cluster_size: Union[int, Sequence[int]] = 98,
+                 drop_path_rate: Optional[float] = None,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 norm_cfg: dict = dict(type='BN', requires_grad=True),
+                 checkpoint_key: str = 'model',
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        arch = self._parse_arch(arch)
+        self.arch_settings = arch
+        self.embed_dims = list(arch['embed_dims'])
+        self.depths = list(arch['depths'])
+        self.num_heads = list(arch['num_heads'])
+        self.num_layers = sum(self.depths)
+        self.out_indices = self._parse_out_indices(out_indices)
+        self.out_norm = out_norm
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.checkpoint_key = checkpoint_key
+        num_clusters = self._per_block(arch['num_clusters'], 'num_clusters')
+        mlp_ratios = self._per_stage(arch.get('mlp_ratios', 3.), 'mlp_ratios')
+        layer_scales = self._per_stage(
+            arch.get('layer_scales', False), 'layer_scales')
+        cluster_sizes = self._per_stage(cluster_size, 'cluster_size')
+        if drop_path_rate is None:
+            drop_path_rate = arch.get('drop_path_rate', 0.)
+        self.drop_path_rate = drop_path_rate
+        dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
+
+        self.patch_embed = ConvStem(in_channels, self.embed_dims[0], norm_cfg)
+        self.layers = nn.ModuleList()
+        for i in range(self.num_stages):
+            first = sum(self.depths[:i])
+            last_stage = i == self.num_stages - 1
+            self.layers.append(
+                SecViTStage(
+                    self.embed_dims[i],
+                    self.depths[i],
+                    self.num_heads[i],
+                    num_clusters[i],
+                    out_channels=None if last_stage else self.embed_dims[i +
+                                                                         1],
+                    drop_paths=dpr[first:first + self.depths[i]],
+                    norm_cfg=norm_cfg,
+                    with_cp=with_cp,
+                    mlp_ratio=mlp_ratios[i],
+                    layer_scale=layer_scales[i],
+                    layer_scale_init=arch.get('layer_scale_init', 1e-6),
+                    cluster_mode=cluster_mode,
+                    cluster_size=cluster_sizes[i]))
+        if out_norm:
+            for i in self.out_indices:
+                self.add_module(f'norm{i}', LayerNorm2d(self.embed_dims[i]))
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------
+    # construction helpers
+    def _parse_arch(self, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in self.arch_zoo:
+                raise KeyError(
+                    f'Unknown SecViT arch {arch!r}. Choose one of '
+                    f'{sorted(set(self.arch_zoo))} or pass a dict with the '
+                    f'keys {sorted(self._required_keys)}.')
+            return copy.deepcopy(self.arch_zoo[key])
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch)}.')
+        missing = self._required_keys - set(arch)
+        if missing:
+            raise KeyError(f'The custom SecViT arch lacks the keys '
+                           f'{sorted(missing)}; it needs '
+                           f'{sorted(self._required_keys)}.')
+        for key in ('embed_dims', 'depths', 'num_heads'):
+            if len(arch[key]) != self.num_stages:
+                raise ValueError(f'arch[{key!r}] must have {self.num_stages} '
+                                 f'values, got {list(arch[key])}.')
+        return copy.deepcopy(dict(arch))
+
+    def _parse_out_indices(self, out_indices: Sequence[int]) -> List[int]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        indices = []
+        for index in out_indices:
+            if not -self.num_stages <= index < self.num_stages:
+                raise ValueError(f'out_indices must lie in [0, '
+                                 f'{self.num_stages}), got {index}.')
+            indices.append(index % self.num_stages)
+        return sorted(indices)
+
+    def _per_stage(self, value, name: str) -> list:
+        if isinstance(value, (list, tuple)):
+            if len(value) != self.num_stages:
+                raise ValueError(f'{name} needs one value per stage '
+                                 f'({self.num_stages}), got {list(value)}.')
+            return list(value)
+        return [value] * self.num_stages
+
+    def _per_block(self, value, name: str) -> List[List[int]]:
+        """One value per block of each stage, from an int per stage or a
+        list per block (longer lists are cut, as in the authors' code)."""
+        per_stage = self._per_stage(value, name)
+        result = []
+        for i, (stage_value, depth) in enumerate(zip(per_stage, self.depths)):
+            if isinstance(stage_value, (list, tuple)):
+                if len(stage_value) < depth:
+                    raise ValueError(f'{name}[{i}] has {len(stage_value)} '
+                                     f'values for {depth} blocks.')
+                result.append(list(stage_value[:depth]))
+            else:
+                result.append([stage_value] * depth)
+        return result
+
+    # ------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """
+        Args:
+            x (Tensor): Images (B, C, H, W), any H and W.
+
+        Returns:
+            tuple[Tensor]: The maps of ``out_indices``, (B, C_i, ceil(H /
+            2**(i+2)), ceil(W / 2**(i+2))).
+        """
+        x = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.layers):
+            out, x = stage(x)
+            if i in self.out_indices:
+                if self.out_norm:
+                    out = getattr(self, f'norm{i}')(out)
+                outs.append(out)
+        return tuple(outs)
+
+    def _freeze_stages(self) -> None:
+        frozen = []
+        if self.frozen_stages >= 0:
+            frozen.append(self.patch_embed)
+        for i in range(min(self.frozen_stages, self.num_stages)):
+            frozen.append(self.layers[i])
+            if self.out_norm and i in self.out_indices:
+                frozen.append(getattr(self, f'norm{i}'))
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'SecViT':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    # ------------------------------------------------------------------
+    def init_weights(self) -> None:
+        """Load pretrained weights (``init_cfg`` of type 'Pretrained'), or
+        initialise as the authors do: truncated normal (std 0.02) for every
+        convolution, zero biases, unit LayerNorm weights."""
+        if self.init_cfg is not None and \
+                self.init_cfg.get('type') == 'Pretrained':
+            load_pretrained_backbone(
+                self,
+                self.init_cfg['checkpoint'],
+                checkpoint_key=self.checkpoint_key,
+                prefix=self.init_cfg.get('prefix'))
+            self._is_init = True
+            return
+        if self.init_cfg is not None:
+            super().init_weights()
+            return
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                trunc_normal_(module.weight, std=.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        self._is_init = True
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> tuple:
+        """Layer depth of a parameter, for layer-wise learning-rate decay.
+
+        The stem is layer 0, block j of stage i is ``sum(depths[:i]) + j +
+        1``, a downsample goes with the last block of its stage, and all
+        other parameters (output norms, and anything outside the backbone
+        when ``prefix`` does not match) are the last layer.
+
+        Args:
+            param_name (str): Name of the parameter.
+            prefix (str): The prefix of the backbone's parameters in the
+                whole model, e.g. 'backbone.'. Defaults to ''.
+
+        Returns:
+            tuple[int, int]: The layer depth and the number of layers.
+        """
+        num_layers = self.num_layers + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        parts = name.split('.')
+        if parts[0] == 'patch_embed':
+            depth = 0
+        elif parts[0] == 'layers':
+            stage = int(parts[1])
+            if parts[2] == 'blocks':
+                depth = sum(self.depths[:stage]) + int(parts[3]) + 1
+            else:
+                depth = sum(self.depths[:stage + 1])
+        else:
+            depth = num_layers - 1
+        return depth, num_layers

@@ -1,0 +1,144 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Loading the authors' ImageNet checkpoints (and our own) into SecViT."""
+import re
+from collections import OrderedDict
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+from mmengine.logging import MMLogger
+
+# Parameters of the authors' classification head, absent from the backbone:
+# a 1x1 projection, its BatchNorm and the classifier.
+CLASSIFIER_KEY = re.compile(r'^(proj|norm|head)\.')
+# Output norms exist only in the dense-prediction backbone.
+OUTPUT_NORM_KEY = re.compile(r'^norm\d+\.')
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint does not fit the backbone's architecture."""
+
+
+def select_state_dict(checkpoint: dict,
+                      checkpoint_key: str = 'model',
+                      prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Find the backbone's weights in a loaded checkpoint.
+
+    Accepted layouts: the authors' (``{'model': ..., 'model_ema': ...}``),
+    OpenMMLab's (``{'state_dict': ...}``, keys optionally prefixed with
+    ``backbone.``, e.g. a whole mmdet detector) and a bare state dict. A
+    ``module.`` prefix left by DDP is removed.
+
+    Args:
+        checkpoint (dict): The loaded file.
+        checkpoint_key (str): 'model' or 'model_ema' for the authors' files.
+        prefix (str, optional): Keep only the keys under this prefix and
+            strip it. Defaults to 'backbone.' when any key has it.
+
+    Returns:
+        dict: The state dict with backbone key names.
+    """
+    if not isinstance(checkpoint, dict):
+        raise CheckpointMismatchError(
+            f'Expected a dict in the checkpoint, got {type(checkpoint)}.')
+    if checkpoint_key in checkpoint:
+        state_dict = checkpoint[checkpoint_key]
+    elif 'state_dict' in checkpoint:
+        state_dict = checkpoint['state_dict']
+    elif checkpoint_key in ('model', 'model_ema') and (
+            'model' in checkpoint or 'model_ema' in checkpoint):
+        raise CheckpointMismatchError(
+            f'The checkpoint has no {checkpoint_key!r} entry (it has '
+            f'{sorted(k for k in checkpoint if isinstance(k, str))}); set '
+            "the backbone's checkpoint_key to one of them.")
+    else:
+        state_dict = checkpoint
+    state_dict = OrderedDict(
+        (k[len('module.'):] if k.startswith('module.') else k, v)
+        for k, v in state_dict.items())
+    if prefix is None and any(k.startswith('backbone.') for k in state_dict):
+        prefix = 'backbone.'
+    if prefix:
+        state_dict = OrderedDict((k[len(prefix):], v)
+                                 for k, v in state_dict.items()
+                                 if k.startswith(prefix))
+    return state_dict
+
+
+def strip_classifier(
+        state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Drop the authors' classification head (``proj``, ``norm``, ``head``)."""
+    return OrderedDict(
+        (k, v) for k, v in state_dict.items() if not CLASSIFIER_KEY.match(k))
+
+
+def check_compatible(model: nn.Module, state_dict: Dict[str, torch.Tensor],
+                     source: str) -> list:
+    """Raise :class:`CheckpointMismatchError` unless ``state_dict`` holds
+    every backbone tensor with the right shape and nothing else.
+
+    Output norms (absent from ImageNet checkpoints) and the RoPE tables
+    (fixed, recomputed at construction) may be missing.
+
+    Returns:
+        list[str]: The keys that may be, and are, missing.
+    """
+    own = model.state_dict()
+    mismatched = [
+        f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+        for k, v in state_dict.items() if k in own and v.shape != own[k].shape
+    ]
+    unexpected = [k for k in state_dict if k not in own]
+    missing = [k for k in own if k not in state_dict]
+    tolerated = [
+        k for k in missing
+        if OUTPUT_NORM_KEY.match(k) or k.endswith('RoPE.angle')
+    ]
+    missing = [k for k in missing if k not in tolerated]
+    if mismatched or unexpected or missing:
+        arch = getattr(model, 'arch_settings', {})
+        lines = [
+            f'The checkpoint {source} does not match this SecViT '
+            f'(embed_dims={arch.get("embed_dims")}, depths='
+            f'{arch.get("depths")}).'
+        ]
+        for title, items in (('tensors with other shapes', mismatched),
+                             ('tensors the model lacks', unexpected),
+                             ('model tensors missing', missing)):
+            if items:
+                shown = ', '.join(items[:5])
+                more = f' and {len(items) - 5} more' if len(items) > 5 else ''
+                lines.append(f'{len(items)} {title}: {shown}{more}.')
+        lines.append('Pick the arch the checkpoint was trained with '
+                     "(model.backbone.arch='tiny'|'small'|'base'|'large'), "
+                     'or another checkpoint.')
+        raise CheckpointMismatchError(' '.join(lines))
+    return tolerated
+
+
+def load_pretrained_backbone(model: nn.Module,
+                             filename: str,
+                             checkpoint_key: str = 'model',
+                             prefix: Optional[str] = None) -> None:
+    """Load an ImageNet (or mmsecvit / mmdet / mmseg) checkpoint into a
+    :class:`SecViT` and log what was left out.
+
+    Args:
+        model (nn.Module): The backbone.
+        filename (str): Path or URL of the checkpoint.
+        checkpoint_key (str): 'model' or 'model_ema' for the authors' files.
+        prefix (str, optional): See :func:`select_state_dict`.
+    """
+    from mmsecvit.utils.checkpoint import load_checkpoint_file
+
+    logger = MMLogger.get_current_instance()
+    checkpoint = load_checkpoint_file(filename, map_location='cpu')
+    state_dict = strip_classifier(
+        select_state_dict(checkpoint, checkpoint_key, prefix))
+    left_out = check_compatible(model, state_dict, repr(filename))
+    model.load_state_dict(state_dict, strict=False)
+    logger.info(f'Loaded {len(state_dict)} backbone tensors from '
+                f'{filename} ({checkpoint_key!r} when present).')
+    if left_out:
+        logger.info('Not in the checkpoint, initialised here: ' +
+                    ', '.join(left_out))

@@ -1,0 +1,67 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Two-dimensional rotary position embedding (RoPE) as used by SecViT."""
+from typing import Tuple
+
+import torch
+import torch.nn as nn
+
+
+class RoPE2d(nn.Module):
+    """Rotary position embedding over the rows and columns of a feature map.
+
+    Half of each head's channels rotate with the row index and half with the
+    column index. The frequencies are kept as the buffer ``angle`` (it is
+    part of the authors' checkpoints, so it stays in the state dict).
+
+    Args:
+        embed_dims (int): Channels of the stage.
+        num_heads (int): Attention heads of the stage. ``embed_dims //
+            num_heads`` must be divisible by 4.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int) -> None:
+        super().__init__()
+        head_dims = embed_dims // num_heads
+        if head_dims % 4 != 0:
+            raise ValueError(
+                f'RoPE2d needs a head dimension divisible by 4, got '
+                f'{embed_dims} channels / {num_heads} heads = {head_dims}. '
+                'Choose num_heads so that embed_dims // num_heads is a '
+                'multiple of 4.')
+        angle = 1.0 / (10000**torch.linspace(0, 1, head_dims // 4))
+        # Each frequency rotates one (even, odd) channel pair.
+        self.register_buffer('angle', angle.repeat_interleave(2))
+
+    def forward(self, hw_shape: Tuple[int, int]) -> Tuple[torch.Tensor, ...]:
+        """Compute the rotation tables for a feature map.
+
+        Args:
+            hw_shape (tuple[int, int]): Height and width of the map.
+
+        Returns:
+            tuple[Tensor, Tensor]: ``sin`` and ``cos``, each of shape
+            (H * W, head_dims), in the dtype of ``angle``.
+        """
+        h, w = hw_shape
+        rows = torch.arange(h, device=self.angle.device).to(self.angle)
+        cols = torch.arange(w, device=self.angle.device).to(self.angle)
+        phase_h = rows[:, None] * self.angle  # (H, D/2)
+        phase_w = cols[:, None] * self.angle  # (W, D/2)
+        phase = torch.cat([
+            phase_h[:, None, :].expand(h, w, -1),
+            phase_w[None, :, :].expand(h, w, -1)
+        ], dim=-1).flatten(0, 1)  # (H*W, D)
+        return phase.sin(), phase.cos()
+
+
+def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
+    """Map each channel pair (a, b) to (-b, a)."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([-odd, even], dim=-1).flatten(-2)
+
+
+def apply_rope(x: torch.Tensor, sin: torch.Tensor,
+               cos: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` of shape (..., H*W, head_dims) by the tables of
+    :class:`RoPE2d`."""
+    return x * cos + rotate_pairs(x) * sin
