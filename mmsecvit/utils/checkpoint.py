@@ -112,8 +112,7 @@ def load_checkpoint_file(path: Union[str, os.PathLike],
     except pickle.UnpicklingError as error:
         raise CheckpointLoadError(_explain_unpickling_error(path,
                                                             error)) from error
-    except (RuntimeError, EOFError, ValueError, OSError,
-            zipfile.BadZipFile) as error:
+    except Exception as error:  # torch raises many types for broken bytes
         raise CheckpointLoadError(
             f'Checkpoint file {path} is truncated or corrupt and cannot be '
             f'loaded ({type(error).__name__}: {_first_line(error)}). Use an '

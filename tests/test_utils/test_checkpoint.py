@@ -64,7 +64,8 @@ def test_getattr_is_allowed_only_for_history_buffer_statistics(tmp_path):
         load_checkpoint_file(path)
 
 
-@pytest.mark.parametrize('damage', ['truncated', 'garbage', 'empty'])
+@pytest.mark.parametrize('damage',
+                         ['truncated', 'garbage', 'empty', 'text'])
 def test_corrupt_checkpoint_gives_clear_error_naming_file(tmp_path, damage):
     path = tmp_path / f'{damage}.pth'
     torch.save({'w': torch.arange(1000.)}, path)
@@ -72,7 +73,8 @@ def test_corrupt_checkpoint_gives_clear_error_naming_file(tmp_path, damage):
     path.write_bytes({
         'truncated': data[:len(data) // 2],
         'garbage': bytes(range(256)) * 8,
-        'empty': b''
+        'empty': b'',
+        'text': b'half written'
     }[damage])
     with pytest.raises(CheckpointLoadError,
                        match=f'{damage}.pth is truncated or corrupt'):

@@ -1,0 +1,91 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""``prepare_runtime``: config adaptations that need no process group."""
+import os
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmsecvit.engine import prepare_runtime
+from mmsecvit.engine.runtime import (convert_sync_bn,
+                                     find_latest_complete_checkpoint,
+                                     select_amp)
+from mmsecvit.utils import CheckpointLoadError
+
+
+def test_sync_bn_becomes_bn_everywhere_in_model():
+    cfg = Config(
+        dict(
+            model=dict(
+                backbone=dict(norm_cfg=dict(type='SyncBN')),
+                heads=[dict(norm_cfg=dict(type='SyncBN', requires_grad=True))],
+                neck=dict(norm_cfg=dict(type='GN', num_groups=32)))))
+    convert_sync_bn(cfg)
+    assert cfg.model.backbone.norm_cfg.type == 'BN'
+    assert cfg.model.heads[0].norm_cfg == dict(type='BN', requires_grad=True)
+    assert cfg.model.neck.norm_cfg.type == 'GN'
+
+
+def test_amp_without_cuda_uses_bfloat16_autocast_wrapper():
+    cfg = Config(
+        dict(
+            optim_wrapper=dict(
+                type='AmpOptimWrapper',
+                loss_scale='dynamic',
+                optimizer=dict(type='SGD', lr=0.1))))
+    select_amp(cfg, cuda=False)
+    assert cfg.optim_wrapper == dict(
+        type='BF16AutocastOptimWrapper', optimizer=dict(type='SGD', lr=0.1))
+
+
+def test_amp_on_gpu_picks_bf16_or_fp16_with_loss_scaling(monkeypatch):
+    for bf16, expected in ((True, dict(dtype='bfloat16')),
+                           (False, dict(dtype='float16',
+                                        loss_scale='dynamic'))):
+        monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: bf16)
+        cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper')))
+        select_amp(cfg, cuda=True)
+        assert cfg.optim_wrapper == dict(type='AmpOptimWrapper', **expected)
+
+
+def test_checkpoint_hook_and_epoch_loop_become_resumable():
+    cfg = prepare_runtime(
+        Config(
+            dict(
+                default_hooks=dict(
+                    checkpoint=dict(type='CheckpointHook', interval=1)),
+                train_cfg=dict(type='EpochBasedTrainLoop', max_epochs=2))))
+    assert cfg.default_hooks.checkpoint == dict(
+        type='mmsecvit.ResumableCheckpointHook', interval=1)
+    assert cfg.train_cfg.type == 'ResumableEpochBasedTrainLoop'
+
+
+def test_iteration_loop_is_left_alone():
+    cfg = prepare_runtime(
+        Config(dict(train_cfg=dict(type='IterBasedTrainLoop', max_iters=8))))
+    assert cfg.train_cfg.type == 'IterBasedTrainLoop'
+
+
+def _save(path, iteration):
+    torch.save(dict(meta=dict(iter=iteration)), path)
+    # distinct modification times without sleeping
+    os.utime(path, (iteration, iteration))
+
+
+def test_resume_skips_a_corrupt_latest_checkpoint(tmp_path):
+    _save(tmp_path / 'iter_4.pth', 4)
+    _save(tmp_path / 'iter_8.pth', 8)
+    (tmp_path / 'iter_8.pth').write_bytes(b'half written')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_8.pth'))
+    assert find_latest_complete_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'iter_4.pth')
+    cfg = prepare_runtime(
+        Config(dict(work_dir=str(tmp_path), resume=True, load_from=None)))
+    assert cfg.load_from == str(tmp_path / 'iter_4.pth')
+
+
+def test_resume_from_corrupt_file_fails_before_training(tmp_path):
+    path = tmp_path / 'epoch_3.pth'
+    path.write_bytes(b'\x80\x02 truncated')
+    with pytest.raises(CheckpointLoadError, match='epoch_3.pth'):
+        prepare_runtime(Config(dict(resume=True, load_from=str(path))))
