@@ -1,0 +1,201 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Check that the datasets a config points to exist, before anything is
+built.
+
+Without this check a missing dataset surfaces as a traceback from deep inside
+a dataset class (or, for mmseg, as an empty dataset), after the model has
+been built. :func:`check_dataset_paths` walks the dataloaders' dataset
+configs, wrappers included, and raises one :class:`DatasetNotFoundError`
+that names every missing path and says how to fix it.
+"""
+import os.path as osp
+from typing import Iterator, List, Sequence, Tuple
+
+_WRAPPED_KEYS = ('dataset', 'datasets')
+_PREFIX_KEYS = ('img', 'img_path', 'seg', 'seg_map_path')
+
+# What each known layout looks like and where to get it, keyed by a
+# substring of the dataset type.
+_LAYOUTS = {
+    'coco': ('COCO', """\
+    data/coco/
+        annotations/instances_train2017.json
+        annotations/instances_val2017.json
+        train2017/*.jpg
+        val2017/*.jpg
+  Download it from https://cocodataset.org/#download (2017 train/val images
+  and annotations)."""),
+    'ade20k': ('ADE20K', """\
+    data/ade/ADEChallengeData2016/
+        images/training/*.jpg
+        images/validation/*.jpg
+        annotations/training/*.png
+        annotations/validation/*.png
+  Download ADEChallengeData2016.zip from
+  http://sceneparsing.csail.mit.edu/ and unzip it into data/ade/."""),
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset path that a config needs does not exist.
+
+    The message (``str(err)``) is written for the user: it names each
+    missing path, the expected layout and how to fix it.
+    """
+
+
+def _is_remote(path: str) -> bool:
+    return '://' in path
+
+
+def _join(data_root, path: str) -> str:
+    if data_root and not osp.isabs(path):
+        return osp.join(data_root, path)
+    return path
+
+
+def iter_dataset_cfgs(dataset_cfg,
+                      where: str) -> Iterator[Tuple[str, dict]]:
+    """Yield every leaf dataset config, unwrapping dataset wrappers.
+
+    Args:
+        dataset_cfg (dict | list): A dataset config, possibly a wrapper
+            (``RepeatDataset``, ``ConcatDataset``, ``MultiImageMixDataset``
+            ...) holding ``dataset`` or ``datasets``.
+        where (str): Dotted name of ``dataset_cfg`` in the config.
+
+    Yields:
+        tuple[str, dict]: The dotted name and the leaf dataset config.
+    """
+    if isinstance(dataset_cfg, (list, tuple)):
+        for i, sub_cfg in enumerate(dataset_cfg):
+            yield from iter_dataset_cfgs(sub_cfg, f'{where}.{i}')
+        return
+    if not isinstance(dataset_cfg, dict):
+        return  # an already built dataset: nothing to check
+    wrapped = [key for key in _WRAPPED_KEYS if key in dataset_cfg]
+    if wrapped:
+        for key in wrapped:
+            yield from iter_dataset_cfgs(dataset_cfg[key], f'{where}.{key}')
+    else:
+        yield where, dataset_cfg
+
+
+def dataset_paths(dataset_cfg: dict) -> List[Tuple[str, str]]:
+    """The local paths a dataset config reads, resolved as mmengine does.
+
+    Args:
+        dataset_cfg (dict): A leaf dataset config.
+
+    Returns:
+        list[tuple[str, str]]: ``(key, path)`` pairs, the data root first.
+        Remote paths (``s3://`` ...) and datasets on a non-local file
+        backend are left out.
+    """
+    backend = (dataset_cfg.get('backend_args') or {}).get('backend', 'local')
+    if backend != 'local':
+        return []
+    data_root = dataset_cfg.get('data_root')
+    paths = []
+    if data_root:
+        paths.append(('data_root', data_root))
+    ann_file = dataset_cfg.get('ann_file')
+    if ann_file:
+        paths.append(('ann_file', _join(data_root, ann_file)))
+    prefixes = dataset_cfg.get('data_prefix') or {}
+    for key in _PREFIX_KEYS:
+        if prefixes.get(key):
+            paths.append((f'data_prefix.{key}', _join(data_root,
+                                                      prefixes[key])))
+    return [(key, path) for key, path in paths if not _is_remote(str(path))]
+
+
+def _missing_evaluator_files(evaluator_cfg,
+                             where: str) -> List[Tuple[str, str]]:
+    """Missing ``ann_file`` of the metrics (CocoMetric reads its own), as
+    ``(path, problem)`` pairs."""
+    if isinstance(evaluator_cfg, dict):
+        evaluator_cfg = [evaluator_cfg]
+    problems = []
+    for i, metric_cfg in enumerate(evaluator_cfg or []):
+        ann_file = metric_cfg.get('ann_file') if isinstance(
+            metric_cfg, dict) else None
+        if (ann_file and not _is_remote(ann_file)
+                and not osp.exists(ann_file)):
+            name = where if len(evaluator_cfg) == 1 else f'{where}.{i}'
+            problems.append((ann_file, f'  {name}.ann_file: {ann_file} '
+                             f'(absolute: {osp.abspath(ann_file)})'))
+    return problems
+
+
+def _layout_hint(dataset_type: str) -> str:
+    lowered = dataset_type.lower()
+    for key, (name, layout) in _LAYOUTS.items():
+        if key in lowered:
+            return f'{dataset_type} expects the {name} layout:\n{layout}'
+    return (f'See the documentation of {dataset_type} for the layout it '
+            'expects.')
+
+
+def check_dataset_paths(
+    cfg,
+    splits: Sequence[str] = ('train', 'val', 'test')
+) -> None:
+    """Raise :class:`DatasetNotFoundError` if a dataset path is missing.
+
+    Args:
+        cfg (mmengine.Config | dict): The full config.
+        splits (Sequence[str]): Which ``{split}_dataloader`` entries to
+            check, e.g. ``('train', 'val')`` for training. Missing or
+            ``None`` dataloaders are skipped.
+
+    Raises:
+        DatasetNotFoundError: With a message naming each missing path, the
+            layout the dataset type expects and how to fix it.
+    """
+    problems, hints, missing_paths = [], [], []
+    for split in splits:
+        loader_cfg = cfg.get(f'{split}_dataloader')
+        if not isinstance(loader_cfg, dict) or 'dataset' not in loader_cfg:
+            continue
+        for where, dataset_cfg in iter_dataset_cfgs(
+                loader_cfg['dataset'], f'{split}_dataloader.dataset'):
+            missing = [(key, path) for key, path in dataset_paths(dataset_cfg)
+                       if not osp.exists(path)]
+            if not missing:
+                continue
+            # When the root is missing, everything under it is too: name it
+            # alone rather than repeat the same cause.
+            if missing[0][0] == 'data_root':
+                missing = missing[:1]
+            for key, path in missing:
+                missing_paths.append(path)
+                problems.append(f'  {where}.{key}: {path} '
+                                f'(absolute: {osp.abspath(path)})')
+            hint = _layout_hint(str(dataset_cfg.get('type', 'the dataset')))
+            if hint not in hints:
+                hints.append(hint)
+        for path, problem in _missing_evaluator_files(
+                cfg.get(f'{split}_evaluator'), f'{split}_evaluator'):
+            # A file under a data root reported missing adds nothing.
+            if not any(path.startswith(root) for root in missing_paths):
+                missing_paths.append(path)
+                problems.append(problem)
+    if not problems:
+        return
+    lines = ['Dataset not found. These paths from the config do not exist:']
+    lines += list(dict.fromkeys(problems))  # val and test often share one
+    lines += [''] + hints + [
+        '',
+        'To fix it, do one of:',
+        '  - put (or symlink) the dataset at the path above, e.g. '
+        f'`ln -s /path/to/the/dataset {missing_paths[0].rstrip("/")}`;',
+        '  - point the config to it, e.g. `--cfg-options '
+        'train_dataloader.dataset.data_root=/path/to/data '
+        'val_dataloader.dataset.data_root=/path/to/data` (and the '
+        'evaluator\'s ann_file for COCO);',
+        '  - or try the synthetic demo data: '
+        '`python tools/misc/make_demo_data.py --out data/demo` and a config '
+        'from configs/demo/.',
+    ]
+    raise DatasetNotFoundError('\n'.join(lines))

@@ -1,0 +1,103 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Test (and evaluate) a SecViT detector (mmdet) or segmentor (mmseg).
+
+Example:
+    python tools/test.py configs/demo/mask-rcnn_secvit-s_fpn_demo-coco.py \
+        work_dirs/demo/epoch_6.pth --out results.pkl
+"""
+import argparse
+import os
+import sys
+
+from mmengine.config import DictAction
+
+from mmsecvit.utils.data_check import (DatasetNotFoundError,
+                                       check_dataset_paths)
+from mmsecvit.utils.tool_utils import (build_runner,
+                                       enable_tta, enable_visualization,
+                                       load_config, register_codebase,
+                                       results_dump_metric, set_seg_output_dir)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) a detector or a segmentor with a '
+        'SecViT backbone')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir',
+        help='the directory to save the file containing evaluation metrics')
+    parser.add_argument(
+        '--out',
+        type=str,
+        help='dump the predictions to a .pkl file for offline evaluation '
+        '(mmseg configs: or, given a directory, save them there as png)')
+    parser.add_argument(
+        '--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images will be saved. A relative '
+        'path is saved under work_dir/timestamp/')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument(
+        '--tta', action='store_true', help='test-time augmentation')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or
+    # --local_rank (older) to the script.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                      args.launcher)
+    try:
+        check_dataset_paths(cfg, splits=('test', ))
+    except DatasetNotFoundError as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
+    if '://' not in args.checkpoint and not os.path.isfile(args.checkpoint):
+        print(f'Checkpoint not found: {args.checkpoint}', file=sys.stderr)
+        sys.exit(2)
+    codebase = register_codebase(cfg)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, codebase, args.show_dir, args.show,
+                             args.wait_time)
+    if args.tta:
+        enable_tta(cfg, codebase)
+    dump_metric = None
+    if args.out is not None:
+        if codebase == 'mmseg' and not args.out.endswith(('.pkl', '.pickle')):
+            set_seg_output_dir(cfg, args.out)
+        else:
+            dump_metric = results_dump_metric(codebase, args.out)
+
+    runner = build_runner(cfg, args.launcher)
+    if dump_metric is not None:
+        runner.test_evaluator.metrics.append(dump_metric)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
