@@ -1,0 +1,70 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""End to end: ``tools/train.py`` under ``torch.distributed.run`` with 2 CPU
+processes on the synthetic ADE20K data and the small SecViT arch."""
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmsecvit.utils import load_checkpoint_file
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEMO_CONFIG = osp.join(REPO, 'configs/demo/upernet_secvit-s_demo-ade.py')
+
+SMALL_CONFIG = """
+_base_ = {base!r}
+data_root = {data_root!r}
+model = dict(
+    backbone=dict(arch=dict(_delete_=True, embed_dims=[32, 64, 128, 256],
+                            depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8],
+                            num_clusters=[4, 2, 2, -1])),
+    decode_head=dict(in_channels=[32, 64, 128, 256]),
+    auxiliary_head=dict(in_channels=128))
+train_dataloader = dict(num_workers=0, dataset=dict(data_root=data_root))
+val_dataloader = dict(num_workers=0, dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=2, val_interval=100)
+default_hooks = dict(checkpoint=dict(interval=2))
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU path')
+def test_two_process_gloo_training_on_demo_data(tmp_path):
+    from mmsecvit.datasets.demo import make_demo_data
+    make_demo_data(str(tmp_path / 'data'), num_train=8, num_val=2, coco=False)
+    config = tmp_path / 'small.py'
+    config.write_text(
+        SMALL_CONFIG.format(
+            base=DEMO_CONFIG,
+            data_root=str(tmp_path / 'data/ade/ADEChallengeData2016')))
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    work_dir = tmp_path / 'work'
+    result = subprocess.run([
+        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
+        '2', '--master_addr', '127.0.0.1', '--master_port',
+        str(port),
+        osp.join(REPO, 'tools/train.py'),
+        str(config), '--launcher', 'pytorch', '--work-dir',
+        str(work_dir), '--auto-scale-lr'
+    ],
+                            env=dict(
+                                os.environ,
+                                PYTHONPATH=REPO,
+                                OMP_NUM_THREADS='1'),
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
+                            text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert 'gloo process group (rank 0 of 2)' in result.stdout
+    with open(work_dir / 'last_checkpoint') as f:
+        checkpoint = load_checkpoint_file(f.read())
+    assert checkpoint['meta']['iter'] == 2
+    assert 'rng_states' in checkpoint['meta']
+    assert len(checkpoint['meta']['rng_states']) == 2
