@@ -1,11 +1,10 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-"""End to end: ``tools/train.py`` under ``torch.distributed.run`` with 2 CPU
-processes on the synthetic ADE20K data and the small SecViT arch."""
+"""End to end: ``tools/dist_train.sh`` with 2 CPU processes (gloo) on the
+synthetic ADE20K data and the small SecViT arch."""
 import os
 import os.path as osp
 import socket
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -46,16 +45,14 @@ def test_two_process_gloo_training_on_demo_data(tmp_path):
         port = s.getsockname()[1]
     work_dir = tmp_path / 'work'
     result = subprocess.run([
-        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
-        '2', '--master_addr', '127.0.0.1', '--master_port',
-        str(port),
-        osp.join(REPO, 'tools/train.py'),
-        str(config), '--launcher', 'pytorch', '--work-dir',
+        'bash',
+        osp.join(REPO, 'tools/dist_train.sh'),
+        str(config), '2', '--work-dir',
         str(work_dir), '--auto-scale-lr'
     ],
                             env=dict(
                                 os.environ,
-                                PYTHONPATH=REPO,
+                                PORT=str(port),
                                 OMP_NUM_THREADS='1'),
                             stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT,
