@@ -1,5 +1,5 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-from .hooks import ResumableCheckpointHook
+from .hooks import ClusterVisHook, ResumableCheckpointHook
 from .loops import ResumableEpochBasedTrainLoop
 from .model_wrappers import DeviceAwareDistributedDataParallel
 from .optim_wrappers import BF16AutocastOptimWrapper
@@ -7,7 +7,8 @@ from .optimizers import LayerDecayOptimWrapperConstructor
 from .runtime import prepare_runtime
 
 __all__ = [
-    'BF16AutocastOptimWrapper', 'DeviceAwareDistributedDataParallel',
+    'BF16AutocastOptimWrapper', 'ClusterVisHook',
+    'DeviceAwareDistributedDataParallel',
     'LayerDecayOptimWrapperConstructor', 'ResumableCheckpointHook',
     'ResumableEpochBasedTrainLoop', 'prepare_runtime'
 ]

@@ -1,4 +1,5 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 from .checkpoint_hook import ResumableCheckpointHook
+from .cluster_vis_hook import ClusterVisHook
 
-__all__ = ['ResumableCheckpointHook']
+__all__ = ['ClusterVisHook', 'ResumableCheckpointHook']

@@ -1,0 +1,130 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+import glob
+import os.path as osp
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+
+from mmsecvit.engine.hooks import ClusterVisHook
+from mmsecvit.models import SecViT
+from mmsecvit.registry import HOOKS
+from mmsecvit.visualization import grid_shape
+
+SMALL_ARCH = dict(
+    embed_dims=[32, 64, 128, 256],
+    depths=[1, 1, 1, 1],
+    num_heads=[1, 2, 4, 8],
+    num_clusters=[4, 2, 2, -1])
+
+
+class ToyDetector(BaseModel):
+    """A SecViT ``backbone`` and a loss: all the hook looks at."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = SecViT(arch=SMALL_ARCH)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        feats = self.backbone(inputs)
+        if mode == 'loss':
+            return dict(loss=sum(f.mean() for f in feats))
+        return feats
+
+
+class ToyDataset(torch.utils.data.Dataset):
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return dict(inputs=torch.rand(3, 32, 32))
+
+
+@pytest.fixture
+def image_path(tmp_path):
+    path = str(tmp_path / 'val.png')
+    rng = np.random.default_rng(0)
+    cv2.imwrite(path, rng.integers(0, 256, (48, 80, 3), dtype=np.uint8))
+    return path
+
+
+def test_hook_is_registered_under_the_mmsecvit_scope():
+    assert HOOKS.get('mmsecvit.ClusterVisHook') is ClusterVisHook
+
+
+def test_hook_writes_cluster_maps_through_local_vis_backend(
+        image_path, tmp_path):
+    runner = Runner(
+        model=ToyDetector(),
+        work_dir=str(tmp_path / 'work_dir'),
+        train_dataloader=dict(
+            dataset=ToyDataset(),
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            collate_fn=dict(type='default_collate'),
+            batch_size=2,
+            num_workers=0),
+        train_cfg=dict(by_epoch=False, max_iters=3),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        default_hooks=dict(checkpoint=None, logger=None),
+        custom_hooks=[
+            dict(
+                type='mmsecvit.ClusterVisHook',
+                interval=2,
+                image_path=image_path,
+                size=64,
+                heads=None)
+        ],
+        visualizer=dict(
+            type='Visualizer', vis_backends=[dict(type='LocalVisBackend')]),
+        experiment_name='cluster_vis_hook_test')
+    runner.train()
+
+    written = glob.glob(
+        osp.join(runner.log_dir, 'vis_data', 'vis_image', '*.png'))
+    assert [osp.basename(p) for p in written] == ['secvit_clusters_2.png']
+    figure = cv2.imread(written[0])
+    # Stages 0, 1, 2 (last block each), all heads: 1, 2 and 4 columns.
+    assert figure.shape[:2] == grid_shape((38, 64), rows=3, cols=4)
+    assert runner.model.training  # training mode is restored
+
+
+def fake_runner(model, dataset=None):
+    loop = None if dataset is None else SimpleNamespace(
+        dataloader=SimpleNamespace(dataset=dataset))
+    return SimpleNamespace(model=model, val_loop=loop, train_loop=loop)
+
+
+def test_hook_defaults_to_the_first_validation_image(image_path):
+
+    class Dataset:
+
+        def full_init(self):
+            self.initialised = True
+
+        def get_data_info(self, index):
+            assert self.initialised
+            return dict(img_path=image_path)
+
+    hook = ClusterVisHook(size=40)
+    hook.before_train(fake_runner(ToyDetector(), Dataset()))
+    assert hook._image.shape == (24, 40, 3)
+
+
+def test_hook_explains_a_model_without_backbone():
+    with pytest.raises(ValueError, match='SecViT `backbone`'):
+        ClusterVisHook().before_train(fake_runner(torch.nn.Linear(2, 2)))
+
+
+def test_hook_explains_a_dataset_without_image_paths():
+    with pytest.raises(ValueError, match='image_path'):
+        ClusterVisHook().before_train(fake_runner(ToyDetector(), object()))
+
+
+def test_hook_rejects_a_bad_interval():
+    with pytest.raises(ValueError, match='interval'):
+        ClusterVisHook(interval=0)
