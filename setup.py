@@ -2,7 +2,7 @@
 """Packaging for mmsecvit.
 
 ``pip install .`` installs the package with its configs and tools under
-``mmsecvit/.mim`` so that ``mim`` and ``mmsecvit::`` config paths find them.
+``mmsecvit/.mim`` so that ``mim`` finds them outside the checkout.
 torch and mmcv are not installed from here on purpose: see
 ``requirements/runtime.txt`` and ``tools/install.sh``.
 """
@@ -17,8 +17,8 @@ from setuptools import find_packages, setup
 
 REPO_ROOT = osp.dirname(osp.abspath(__file__))
 
-# Shipped inside the package so that mim (and mmengine's ``mmsecvit::``
-# config scope) can find them after a non-editable install.
+# Shipped inside the package so that mim can find them after a non-editable
+# install.
 MIM_FILES = ('configs', 'tools', 'model-index.yml')
 
 
@@ -71,13 +71,20 @@ def add_mim_extension():
     building a wheel or sdist copies them so that they travel with the
     package. Other setup.py commands (e.g. ``egg_info``) leave ``.mim``
     alone.
+
+    Returns:
+        list[str]: Names whose links to the checkout were replaced by copies.
+        Pass them to :func:`restore_mim_links` once the build is done, so
+        that an editable install of the same checkout keeps seeing live
+        configs instead of stale copies.
     """
+    replaced_links = []
     if 'develop' in sys.argv or 'editable_wheel' in sys.argv:
         mode = 'copy' if platform.system() == 'Windows' else 'symlink'
     elif 'sdist' in sys.argv or 'bdist_wheel' in sys.argv:
         mode = 'copy'
     else:
-        return
+        return replaced_links
 
     mim_path = osp.join(REPO_ROOT, 'mmsecvit', '.mim')
     os.makedirs(mim_path, exist_ok=True)
@@ -87,6 +94,8 @@ def add_mim_extension():
         if not osp.exists(src_path):
             continue
         if osp.islink(tar_path) or osp.isfile(tar_path):
+            if osp.islink(tar_path) and mode == 'copy':
+                replaced_links.append(name)
             os.remove(tar_path)
         elif osp.isdir(tar_path):
             shutil.rmtree(tar_path)
@@ -102,10 +111,23 @@ def add_mim_extension():
                 ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
         else:
             warnings.warn(f'Cannot copy {src_path} into {mim_path}.')
+    return replaced_links
+
+
+def restore_mim_links(names):
+    """Turn the copies made for a wheel back into links to the checkout."""
+    mim_path = osp.join(REPO_ROOT, 'mmsecvit', '.mim')
+    for name in names:
+        tar_path = osp.join(mim_path, name)
+        if osp.isdir(tar_path) and not osp.islink(tar_path):
+            shutil.rmtree(tar_path)
+        elif osp.lexists(tar_path):
+            os.remove(tar_path)
+        os.symlink(osp.relpath(osp.join(REPO_ROOT, name), mim_path), tar_path)
 
 
 if __name__ == '__main__':
-    add_mim_extension()
+    replaced_links = add_mim_extension()
     setup(
         name='mmsecvit',
         version=get_version(),
@@ -139,3 +161,4 @@ if __name__ == '__main__':
             'tests': parse_requirements('tests'),
         },
         zip_safe=False)
+    restore_mim_links(replaced_links)

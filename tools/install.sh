@@ -131,8 +131,8 @@ echo "setuptools>=77,<82" >>"$CONSTRAINTS"
 
 # 2. torch. An installed torch (CPU or a CUDA build the user chose) is kept:
 #    an unpinned 'pip install torch' would pull a multi-GB CUDA build.
-if "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
-    log "torch: keeping the installed $("$PYTHON" -c 'import torch; print(torch.__version__)')"
+if [[ -z "$(unmet torch)" ]]; then
+    log "torch: already installed, kept as it is"
 else
     log "torch: none installed, installing $TORCH_SPEC"
     if [[ -n "${MMSECVIT_TORCH_INDEX_URL:-}" ]]; then
@@ -141,8 +141,10 @@ else
         pip_install "$TORCH_SPEC"
     fi
 fi
-TORCH_VERSION="$("$PYTHON" -c 'import torch; print(torch.__version__)')"
-TORCH_CUDA="$("$PYTHON" -c 'import torch; print(torch.version.cuda or "cpu")')"
+read -r TORCH_VERSION TORCH_CUDA < <("$PYTHON" -c \
+    'import torch; print(torch.__version__, torch.version.cuda or "cpu")' || true)
+[[ -n "${TORCH_VERSION:-}" ]] || die "torch is installed but does not import; run: $PYTHON -c 'import torch'"
+log "torch: $TORCH_VERSION (CUDA: $TORCH_CUDA)"
 # Nothing below may replace this torch.
 echo "torch==$TORCH_VERSION" >>"$CONSTRAINTS"
 
@@ -260,15 +262,15 @@ ensure "mmsecvit runtime requirements" "@$REPO_ROOT/requirements/runtime.txt" \
 if [[ $WITH_TESTS == 1 ]]; then
     ensure "test requirements" "@$REPO_ROOT/requirements/tests.txt"
 fi
+# find_spec locates the package without importing it (imports are slow).
 if (cd "$WORK_DIR" && "$PYTHON" - "$REPO_ROOT" <<'PY') >/dev/null 2>&1; then
 import os
 import sys
-from importlib import metadata
-
-import mmsecvit
+from importlib import metadata, util
 
 metadata.version('mmsecvit')
-assert os.path.realpath(mmsecvit.__file__).startswith(
+origin = util.find_spec('mmsecvit').origin
+assert os.path.realpath(origin).startswith(
     os.path.realpath(sys.argv[1]) + os.sep)
 PY
     log "mmsecvit: already installed from $REPO_ROOT"
@@ -279,4 +281,4 @@ fi
 
 (cd "$WORK_DIR" && "$PYTHON" -c 'import mmsecvit' ) \
     || die "mmsecvit was installed but does not import (see the error above)"
-log "done: torch $TORCH_VERSION ($TORCH_CUDA), mmcv $MMCV_VERSION with ops, mmsecvit ready."
+log "done: torch $TORCH_VERSION (CUDA: $TORCH_CUDA), mmcv $MMCV_VERSION with ops, mmsecvit ready."
