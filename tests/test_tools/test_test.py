@@ -1,0 +1,79 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+import glob
+import json
+import os.path as osp
+import pickle
+
+import pytest
+import torch
+from conftest import run_tool, small_config
+from mmengine.registry import DefaultScope
+
+from mmsecvit.utils.tool_utils import load_config, register_codebase
+
+
+def untrained_checkpoint(config: str, path: str) -> str:
+    """Save the freshly initialised model of ``config`` as a checkpoint."""
+    cfg = load_config(config)
+    codebase = register_codebase(cfg)
+    if codebase == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    with DefaultScope.overwrite_default_scope(codebase):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
+    return path
+
+
+def logged_test_metrics(work_dir):
+    """The metrics that the test run wrote to ``<timestamp>.json``."""
+    paths = glob.glob(osp.join(work_dir, '*', '*.json'))
+    assert len(paths) == 1
+    with open(paths[0]) as f:
+        return json.load(f)
+
+
+def test_writes_detection_results_and_metrics(demo_workspace, tmp_path,
+                                              monkeypatch):
+    monkeypatch.chdir(demo_workspace)
+    config = small_config(tmp_path, 'retinanet_secvit-s_fpn_demo-coco.py')
+    checkpoint = untrained_checkpoint(config, str(tmp_path / 'model.pth'))
+    out = str(tmp_path / 'results.pkl')
+    work_dir = str(tmp_path / 'work_dir')
+    run_tool(monkeypatch, 'test.py', config, checkpoint, '--out', out,
+             '--work-dir', work_dir)
+    with open(out, 'rb') as f:
+        results = pickle.load(f)
+    assert len(results) == 1  # one validation image
+    assert len(results[0]['pred_instances']['bboxes']) > 0
+    metrics = logged_test_metrics(work_dir)
+    assert 0 <= metrics['coco/bbox_mAP'] <= 1
+
+
+def test_writes_segmentation_maps_and_metrics(demo_workspace, tmp_path,
+                                              monkeypatch):
+    monkeypatch.chdir(demo_workspace)
+    config = small_config(tmp_path, 'upernet_secvit-s_demo-ade.py')
+    checkpoint = untrained_checkpoint(config, str(tmp_path / 'model.pth'))
+    out_dir = tmp_path / 'predictions'
+    work_dir = str(tmp_path / 'work_dir')
+    run_tool(monkeypatch, 'test.py', config, checkpoint, '--out',
+             str(out_dir), '--work-dir', work_dir)
+    assert [p.name for p in out_dir.glob('*.png')] == [
+        'ADE_val_00000001.png'
+    ]
+    metrics = logged_test_metrics(work_dir)
+    assert 0 <= metrics['mIoU'] <= 100
+
+
+def test_rejects_a_detection_output_that_is_not_a_pickle(
+        demo_workspace, tmp_path, monkeypatch):
+    monkeypatch.chdir(demo_workspace)
+    config = small_config(tmp_path, 'retinanet_secvit-s_fpn_demo-coco.py')
+    checkpoint = tmp_path / 'model.pth'
+    checkpoint.touch()
+    with pytest.raises(ValueError, match='.pkl'):
+        run_tool(monkeypatch, 'test.py', config, str(checkpoint), '--out',
+                 str(tmp_path / 'results.json'))
