@@ -1,0 +1,128 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+import pytest
+from mmengine.config import Config
+
+from mmsecvit.utils.data_check import (DatasetNotFoundError,
+                                       check_dataset_paths, dataset_paths,
+                                       iter_dataset_cfgs)
+
+
+def coco_dataset(data_root, ann_file='annotations/instances_val2017.json'):
+    return dict(
+        type='CocoDataset',
+        data_root=str(data_root),
+        ann_file=ann_file,
+        data_prefix=dict(img='val2017/'))
+
+
+def coco_layout(root):
+    (root / 'annotations').mkdir(parents=True)
+    (root / 'annotations' / 'instances_val2017.json').write_text('{}')
+    (root / 'val2017').mkdir()
+    return root
+
+
+def test_missing_data_root_names_path_layout_and_fixes(tmp_path):
+    missing = tmp_path / 'data' / 'coco'
+    cfg = Config(
+        dict(
+            train_dataloader=dict(dataset=coco_dataset(missing)),
+            val_dataloader=dict(dataset=coco_dataset(missing))))
+    with pytest.raises(DatasetNotFoundError) as err:
+        check_dataset_paths(cfg)
+    message = str(err.value)
+    assert f'train_dataloader.dataset.data_root: {missing}' in message
+    assert f'val_dataloader.dataset.data_root: {missing}' in message
+    # The root alone: the files under it are missing for the same reason.
+    assert 'ann_file' not in message.split('\n\n')[0]
+    assert 'COCO layout' in message
+    assert 'annotations/instances_train2017.json' in message
+    assert '--cfg-options train_dataloader.dataset.data_root=' in message
+    assert 'make_demo_data.py' in message
+    assert isinstance(err.value, FileNotFoundError)
+
+
+def test_missing_files_under_an_existing_root_are_each_named(tmp_path):
+    root = coco_layout(tmp_path / 'coco')
+    cfg = dict(
+        test_dataloader=dict(
+            dataset=coco_dataset(root, 'annotations/instances_test.json')),
+        test_evaluator=dict(
+            type='CocoMetric', ann_file=str(tmp_path / 'elsewhere.json')))
+    with pytest.raises(DatasetNotFoundError) as err:
+        check_dataset_paths(cfg, splits=('test', ))
+    message = str(err.value)
+    assert str(root / 'annotations/instances_test.json') in message
+    assert 'test_evaluator.ann_file: ' + str(tmp_path / 'elsewhere.json') \
+        in message
+    assert 'data_prefix.img' not in message
+
+
+def test_existing_data_passes(tmp_path):
+    root = coco_layout(tmp_path / 'coco')
+    cfg = dict(
+        train_dataloader=dict(dataset=coco_dataset(root)),
+        val_evaluator=dict(
+            ann_file=str(root / 'annotations/instances_val2017.json')))
+    check_dataset_paths(cfg)
+
+
+def test_only_the_requested_splits_are_checked(tmp_path):
+    root = coco_layout(tmp_path / 'coco')
+    cfg = dict(
+        train_dataloader=dict(dataset=coco_dataset(root)),
+        test_dataloader=dict(dataset=coco_dataset(tmp_path / 'missing')))
+    check_dataset_paths(cfg, splits=('train', 'val'))
+    with pytest.raises(DatasetNotFoundError):
+        check_dataset_paths(cfg, splits=('test', ))
+
+
+def test_wrapped_datasets_are_unwrapped(tmp_path):
+    root = coco_layout(tmp_path / 'coco')
+    ade_root = tmp_path / 'ade' / 'ADEChallengeData2016'
+    ade = dict(
+        type='ADE20KDataset',
+        data_root=str(ade_root),
+        data_prefix=dict(
+            img_path='images/training', seg_map_path='annotations/training'))
+    dataset = dict(
+        type='RepeatDataset',
+        times=2,
+        dataset=dict(
+            type='ConcatDataset',
+            datasets=[
+                coco_dataset(root),
+                dict(type='MultiImageMixDataset', dataset=ade)
+            ]))
+    leaves = list(iter_dataset_cfgs(dataset, 'train_dataloader.dataset'))
+    assert [where for where, _ in leaves] == [
+        'train_dataloader.dataset.dataset.datasets.0',
+        'train_dataloader.dataset.dataset.datasets.1.dataset'
+    ]
+    with pytest.raises(DatasetNotFoundError) as err:
+        check_dataset_paths(dict(train_dataloader=dict(dataset=dataset)))
+    message = str(err.value)
+    assert ('train_dataloader.dataset.dataset.datasets.1.dataset.data_root: '
+            f'{ade_root}') in message
+    assert 'ADE20K layout' in message
+    assert 'datasets.0' not in message
+
+
+def test_paths_resolve_like_mmengine_and_skip_remote_ones(tmp_path):
+    paths = dict(
+        dataset_paths(
+            dict(
+                data_root='data/ade',
+                ann_file='',
+                data_prefix=dict(
+                    img_path='images', seg_map_path='/abs/annotations'))))
+    assert paths == {
+        'data_root': 'data/ade',
+        'data_prefix.img_path': 'data/ade/images',
+        'data_prefix.seg_map_path': '/abs/annotations'
+    }
+    assert dataset_paths(coco_dataset('s3://bucket/coco')) == []
+    assert dataset_paths(
+        dict(
+            coco_dataset(tmp_path / 'missing'),
+            backend_args=dict(backend='petrel'))) == []
