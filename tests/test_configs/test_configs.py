@@ -211,8 +211,8 @@ def test_demo_configs_use_the_demo_data_classes(name):
 def test_pretrained_dir_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv('MMSECVIT_PRETRAINED_DIR', str(tmp_path))
     cfg = load('mask_rcnn/mask-rcnn_secvit-t_fpn_1x_coco.py')
-    assert cfg.model.backbone.init_cfg.checkpoint == str(
-        tmp_path / 'secvit_t_in1k.pth')
+    assert cfg.model.backbone.init_cfg.checkpoint == str(tmp_path /
+                                                         'secvit_t_in1k.pth')
 
 
 def test_missing_pretrained_file_stops_with_its_path(monkeypatch, tmp_path):
@@ -230,7 +230,8 @@ def test_missing_pretrained_file_stops_with_its_path(monkeypatch, tmp_path):
 
 def test_layer_decay_constructor_plugs_into_a_real_config():
     cfg = load('maskrcnn_secvit_s.py')
-    cfg.optim_wrapper.constructor = 'mmsecvit.LayerDecayOptimWrapperConstructor'
+    cfg.optim_wrapper.constructor = (
+        'mmsecvit.LayerDecayOptimWrapperConstructor')
     cfg.optim_wrapper.paramwise_cfg.layer_decay_rate = 0.9
     model = build_model(cfg, 'mmdet')
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)

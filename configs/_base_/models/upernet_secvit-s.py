@@ -1,7 +1,5 @@
 # UperNet with a SecViT-S backbone and an auxiliary FCN head on stage 3.
-_base_ = [
-    'mmseg::_base_/models/upernet_swin.py', '../secvit_pretrained.py'
-]
+_base_ = ['mmseg::_base_/models/upernet_swin.py', '../secvit_pretrained.py']
 
 custom_imports = dict(imports=['mmsecvit'], allow_failed_imports=False)
 
