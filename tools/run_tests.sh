@@ -4,13 +4,19 @@
 # README command 2: install whatever is missing (test requirements included),
 # then run the whole test suite. Extra arguments go to pytest, e.g.
 #   bash tools/run_tests.sh -x -k secvit
+# MMSECVIT_SKIP_INSTALL=1 skips the install step (an environment you manage
+# yourself, or a run right after another one).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python}"
 cd "$REPO_ROOT"
 
-bash tools/install.sh --tests
+if [[ "${MMSECVIT_SKIP_INSTALL:-0}" == 1 ]]; then
+    echo "[mmsecvit tests] MMSECVIT_SKIP_INSTALL=1: using the environment as it is"
+else
+    bash tools/install.sh --tests
+fi
 
 echo "[mmsecvit tests] python -m pytest tests $*"
 status=0
