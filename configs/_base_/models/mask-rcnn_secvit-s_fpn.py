@@ -15,8 +15,8 @@ model = dict(
         # A choice: Swin-T uses 0.2 for detection, SecViT-S is of its size.
         drop_path_rate=0.2,
         # Batches of 2 images per GPU are too small for plain BN statistics
-        # in the stem and downsampling layers; mmsecvit's runtime turns
-        # SyncBN into BN where there is a single process or no GPU.
+        # in the stem and downsampling layers. In a single process SyncBN
+        # acts as BN; without CUDA, mmsecvit's prepare_runtime makes it BN.
         norm_cfg=dict(type='SyncBN', requires_grad=True),
         init_cfg=dict(
             type='Pretrained',
