@@ -11,8 +11,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from mmsecvit.utils.data_check import (DatasetNotFoundError,
-                                       check_dataset_paths)
+from mmsecvit.utils.data_check import check_dataset_paths
 from mmsecvit.utils.tool_utils import (build_runner,
                                        enable_tta, enable_visualization,
                                        load_config, register_codebase,
@@ -69,29 +68,33 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = load_config(args.config, args.cfg_options, args.work_dir,
-                      args.launcher)
     try:
+        cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                          args.launcher)
         check_dataset_paths(cfg, splits=('test', ))
-    except DatasetNotFoundError as err:
+        if '://' not in args.checkpoint and not os.path.isfile(
+                args.checkpoint):
+            raise FileNotFoundError(
+                f'Checkpoint not found: {args.checkpoint}')
+        codebase = register_codebase(cfg)
+        cfg.load_from = args.checkpoint
+        if args.show or args.show_dir:
+            enable_visualization(cfg, codebase, args.show_dir, args.show,
+                                 args.wait_time)
+        if args.tta:
+            enable_tta(cfg, codebase)
+        dump_metric = None
+        if args.out is not None:
+            if codebase == 'mmseg' and not args.out.endswith(
+                    ('.pkl', '.pickle')):
+                set_seg_output_dir(cfg, args.out)
+            else:
+                dump_metric = results_dump_metric(codebase, args.out)
+    except (FileNotFoundError, ValueError) as err:
+        # Missing data or a bad option: the message says what to do, a
+        # traceback would only hide it.
         print(err, file=sys.stderr)
         sys.exit(2)
-    if '://' not in args.checkpoint and not os.path.isfile(args.checkpoint):
-        print(f'Checkpoint not found: {args.checkpoint}', file=sys.stderr)
-        sys.exit(2)
-    codebase = register_codebase(cfg)
-    cfg.load_from = args.checkpoint
-    if args.show or args.show_dir:
-        enable_visualization(cfg, codebase, args.show_dir, args.show,
-                             args.wait_time)
-    if args.tta:
-        enable_tta(cfg, codebase)
-    dump_metric = None
-    if args.out is not None:
-        if codebase == 'mmseg' and not args.out.endswith(('.pkl', '.pickle')):
-            set_seg_output_dir(cfg, args.out)
-        else:
-            dump_metric = results_dump_metric(codebase, args.out)
 
     runner = build_runner(cfg, args.launcher)
     if dump_metric is not None:

@@ -10,8 +10,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from mmsecvit.utils.data_check import (DatasetNotFoundError,
-                                       check_dataset_paths)
+from mmsecvit.utils.data_check import check_dataset_paths
 from mmsecvit.utils.tool_utils import (build_runner, enable_amp,
                                        enable_auto_scale_lr, load_config,
                                        register_codebase, set_resume)
@@ -65,19 +64,21 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = load_config(args.config, args.cfg_options, args.work_dir,
-                      args.launcher)
     try:
+        cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                          args.launcher)
         check_dataset_paths(cfg, splits=('train', 'val'))
-    except DatasetNotFoundError as err:
+        register_codebase(cfg)
+        if args.amp:
+            enable_amp(cfg)
+        if args.auto_scale_lr:
+            enable_auto_scale_lr(cfg)
+        set_resume(cfg, args.resume)
+    except (FileNotFoundError, ValueError) as err:
+        # Missing data or a bad option: the message says what to do, a
+        # traceback would only hide it.
         print(err, file=sys.stderr)
         sys.exit(2)
-    register_codebase(cfg)
-    if args.amp:
-        enable_amp(cfg)
-    if args.auto_scale_lr:
-        enable_auto_scale_lr(cfg)
-    set_resume(cfg, args.resume)
 
     runner = build_runner(cfg, args.launcher)
     runner.train()

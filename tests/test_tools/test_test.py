@@ -69,11 +69,13 @@ def test_writes_segmentation_maps_and_metrics(demo_workspace, tmp_path,
 
 
 def test_rejects_a_detection_output_that_is_not_a_pickle(
-        demo_workspace, tmp_path, monkeypatch):
+        demo_workspace, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(demo_workspace)
     config = small_config(tmp_path, 'retinanet_secvit-s_fpn_demo-coco.py')
     checkpoint = tmp_path / 'model.pth'
     checkpoint.touch()
-    with pytest.raises(ValueError, match='.pkl'):
+    with pytest.raises(SystemExit) as exit_info:
         run_tool(monkeypatch, 'test.py', config, str(checkpoint), '--out',
                  str(tmp_path / 'results.json'))
+    assert exit_info.value.code == 2
+    assert '--out must be a .pkl or .pickle file' in capsys.readouterr().err

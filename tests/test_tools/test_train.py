@@ -89,3 +89,14 @@ def test_missing_data_exits_with_one_clear_message(tmp_path):
     assert str(missing_root) in result.stderr
     assert 'ADE20K layout' in result.stderr
     assert 'make_demo_data.py' in result.stderr
+
+
+def test_resume_from_a_missing_checkpoint_is_a_clear_error(
+        demo_workspace, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(demo_workspace)
+    config = small_config(tmp_path, 'retinanet_secvit-s_fpn_demo-coco.py')
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool(monkeypatch, 'train.py', config, '--resume',
+                 str(tmp_path / 'missing.pth'))
+    assert exit_info.value.code == 2
+    assert 'missing.pth' in capsys.readouterr().err
