@@ -67,7 +67,8 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(
                        shallow=False)
     assert not filecmp.cmp(demo_root / rel, tmp_path / 'other' / rel,
                            shallow=False)
-    rel = 'ade/ADEChallengeData2016/annotations/training/ADE_train_00000001.png'
+    rel = ('ade/ADEChallengeData2016/annotations/training/'
+           'ADE_train_00000001.png')
     assert filecmp.cmp(demo_root / rel, tmp_path / 'same' / rel,
                        shallow=False)
 
