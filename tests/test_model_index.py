@@ -31,15 +31,16 @@ def model_configs():
         osp.join(REPO_ROOT, 'configs', '**', '*.py'), recursive=True)
     return {
         osp.relpath(p, REPO_ROOT)
-        for p in paths if '_base_' not in osp.relpath(p, REPO_ROOT).split(
-            osp.sep)
+        for p in paths
+        if '_base_' not in osp.relpath(p, REPO_ROOT).split(osp.sep)
     }
 
 
 def test_index_imports_every_metafile_under_configs(index):
     on_disk = {
         osp.relpath(p, REPO_ROOT)
-        for p in glob.glob(osp.join(REPO_ROOT, 'configs', '*', 'metafile.yml'))
+        for p in glob.glob(
+            osp.join(REPO_ROOT, 'configs', '*', 'metafile.yml'))
     }
     assert sorted(index['Import']) == sorted(on_disk)
 

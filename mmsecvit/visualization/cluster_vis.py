@@ -99,7 +99,8 @@ def resize_longer_side(image: np.ndarray, size: int) -> np.ndarray:
     if new_hw == (h, w):
         return image
     return cv2.resize(
-        image, new_hw[::-1],
+        image,
+        new_hw[::-1],
         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
@@ -177,17 +178,18 @@ def collect_cluster_maps(backbone: nn.Module,
                 block=block,
                 labels=labels,
                 stride=2**(stage + 2),
-                cluster_length=resolve_cluster_length(
-                    h * w, module.num_clusters, module.cluster_mode,
-                    module.cluster_size),
+                cluster_length=resolve_cluster_length(h * w,
+                                                      module.num_clusters,
+                                                      module.cluster_mode,
+                                                      module.cluster_size),
                 cluster_mode=module.cluster_mode))
     return maps
 
 
-def select_cluster_maps(maps: Sequence[ClusterMap],
-                        stages: Optional[Sequence[int]] = None,
-                        blocks: Optional[Sequence[int]] = None
-                        ) -> List[ClusterMap]:
+def select_cluster_maps(
+        maps: Sequence[ClusterMap],
+        stages: Optional[Sequence[int]] = None,
+        blocks: Optional[Sequence[int]] = None) -> List[ClusterMap]:
     """Pick the maps of some stages and blocks.
 
     Args:
@@ -456,12 +458,11 @@ def draw_cluster_grid(image: np.ndarray,
     figure = np.full((*grid_shape(image_hw, len(cluster_maps), cols), 3),
                      255,
                      dtype=np.uint8)
-    for row, (cluster_map, selected) in enumerate(zip(cluster_maps,
-                                                      row_heads)):
+    for row, (cluster_map,
+              selected) in enumerate(zip(cluster_maps, row_heads)):
         for col, head in enumerate(selected):
             panel = draw_cluster_panel(image, cluster_map, head, alpha,
                                        random_weights)
             y, x = panel_origin(image_hw, row, col)
-            figure[y - TITLE_HEIGHT:y + image_hw[0],
-                   x:x + image_hw[1]] = panel
+            figure[y - TITLE_HEIGHT:y + image_hw[0], x:x + image_hw[1]] = panel
     return figure

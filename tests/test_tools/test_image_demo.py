@@ -24,11 +24,11 @@ def photo(tmp_path):
     return path
 
 
-@pytest.mark.parametrize('demo_config', [
-    'mask-rcnn_secvit-s_fpn_demo-coco.py', 'upernet_secvit-s_demo-ade.py'
-])
-def test_demo_draws_the_result_of_a_demo_config(image_demo, demo_config,
-                                                photo, tmp_path):
+@pytest.mark.parametrize(
+    'demo_config',
+    ['mask-rcnn_secvit-s_fpn_demo-coco.py', 'upernet_secvit-s_demo-ade.py'])
+def test_demo_draws_the_result_of_a_demo_config(image_demo, demo_config, photo,
+                                                tmp_path):
     config = small_config(tmp_path, demo_config)
     out_dir = str(tmp_path / 'outputs')
     out_file = image_demo['main']([photo, config, '--out-dir', out_dir])

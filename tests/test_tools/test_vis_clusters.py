@@ -11,9 +11,8 @@ from skimage import data as skimage_data
 
 from mmsecvit.models.layers import record_cluster_assignments
 from mmsecvit.visualization import (build_vis_backbone, cluster_palette,
-                                    grid_shape, image_to_tensor,
-                                    panel_origin, parse_arch,
-                                    resize_longer_side)
+                                    grid_shape, image_to_tensor, panel_origin,
+                                    parse_arch, resize_longer_side)
 
 ARCH = ('dict(embed_dims=[32, 64, 128, 256], depths=[1, 1, 1, 1], '
         'num_heads=[1, 2, 4, 8], num_clusters=[4, 2, 2, -1])')
@@ -39,8 +38,8 @@ def test_figure_colours_each_token_by_the_cluster_the_model_used(
         vis_clusters, photo, tmp_path):
     out = str(tmp_path / 'out' / 'clusters.png')
     vis_clusters['main']([
-        photo, '--arch', ARCH, '--stage', '0', '1', '--block', '0',
-        '--size', '96', '--alpha', '1', '--seed', '1', '--out', out
+        photo, '--arch', ARCH, '--stage', '0', '1', '--block', '0', '--size',
+        '96', '--alpha', '1', '--seed', '1', '--out', out
     ])
     figure = cv2.cvtColor(cv2.imread(out), cv2.COLOR_BGR2RGB)
     image_hw = (64, 96)  # 300x451 with the longer side at 96

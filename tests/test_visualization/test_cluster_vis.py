@@ -5,13 +5,11 @@ import torch
 
 from mmsecvit.models import SecViT
 from mmsecvit.models.layers import record_cluster_assignments
-from mmsecvit.visualization import (RANDOM_WEIGHTS_NOTE, build_vis_backbone,
-                                    cluster_boundaries, cluster_palette,
-                                    collect_cluster_maps, draw_cluster_grid,
-                                    draw_cluster_overlay, grid_shape,
-                                    image_to_tensor, panel_title, parse_arch,
-                                    select_cluster_maps, token_index,
-                                    upsample_labels)
+from mmsecvit.visualization import (
+    RANDOM_WEIGHTS_NOTE, build_vis_backbone, cluster_boundaries,
+    cluster_palette, collect_cluster_maps, draw_cluster_grid,
+    draw_cluster_overlay, grid_shape, image_to_tensor, panel_title, parse_arch,
+    select_cluster_maps, token_index, upsample_labels)
 
 SMALL_ARCH = dict(
     embed_dims=[32, 64, 128, 256],
@@ -85,8 +83,10 @@ def test_overlay_paints_cluster_colours_and_boundaries():
 def test_overlay_rejects_alpha_outside_unit_interval():
     with pytest.raises(ValueError, match='alpha'):
         draw_cluster_overlay(
-            np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), int),
-            cluster_palette(1), alpha=1.5)
+            np.zeros((2, 2, 3), np.uint8),
+            np.zeros((2, 2), int),
+            cluster_palette(1),
+            alpha=1.5)
 
 
 def test_image_to_tensor_normalises_like_the_configs():
@@ -103,7 +103,7 @@ def test_collected_maps_are_the_assignments_the_model_used(backbone, image):
     maps = collect_cluster_maps(backbone, image)
     assert backbone.training  # mode restored
     assert [(m.stage, m.block) for m in maps] == [(0, 0), (1, 0), (1, 1),
-                                                 (2, 0), (3, 0)]
+                                                  (2, 0), (3, 0)]
     with torch.no_grad(), record_cluster_assignments(backbone.eval()) as rec:
         backbone(image_to_tensor(image))
     for m in maps:
@@ -123,8 +123,7 @@ def test_collect_rejects_a_model_without_sec_attention(image):
         collect_cluster_maps(torch.nn.Conv2d(3, 3, 1), image)
 
 
-def test_select_picks_stages_and_blocks_and_explains_bad_ones(
-        backbone, image):
+def test_select_picks_stages_and_blocks_and_explains_bad_ones(backbone, image):
     maps = collect_cluster_maps(backbone, image)
     picked = select_cluster_maps(maps, [1, 2], [-1])
     assert [(m.stage, m.block) for m in picked] == [(1, 1), (2, 0)]
@@ -172,7 +171,6 @@ def test_parse_arch_reads_names_and_dict_literals():
 def test_same_seed_builds_the_same_random_backbone():
     a = build_vis_backbone(SMALL_ARCH, seed=3)
     b = build_vis_backbone(SMALL_ARCH, seed=3)
-    for (name, pa), pb in zip(a.state_dict().items(),
-                              b.state_dict().values()):
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
     assert not a.training

@@ -27,8 +27,10 @@ from mmengine.registry import DATASETS, init_default_scope
 
 from mmsecvit.engine.runtime import convert_sync_bn
 
-TASKS = {'mmdet': 'detection / instance segmentation',
-         'mmseg': 'semantic segmentation'}
+TASKS = {
+    'mmdet': 'detection / instance segmentation',
+    'mmseg': 'semantic segmentation'
+}
 
 
 def parse_args(argv=None):
