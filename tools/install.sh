@@ -187,7 +187,8 @@ try_wheel_from() {
 # Compiles mmcv from the registry's source, keeps the wheel in the cache
 # and prints a progress line every 30 s (ninja's [done/total] counter).
 build_mmcv() {
-    local cache="$1" build_log="$WORK_DIR/mmcv-build.log"
+    # The log goes next to the cache: it must outlive a failed run.
+    local cache="$1" build_log="$1/mmcv-build.log"
     local jobs="${MAX_JOBS:-$(nproc 2>/dev/null || echo 2)}"
     local cuda_note="CPU ops"
     if [[ "$TORCH_CUDA" != cpu ]]; then
@@ -201,8 +202,8 @@ build_mmcv() {
     fi
     log "mmcv: building mmcv==$MMCV_VERSION from source with $cuda_note, $jobs jobs."
     log "mmcv: this takes ~10-21 minutes on 2 cores (once: the wheel is cached in $cache)."
-    log "mmcv: full build log: $build_log"
     mkdir -p "$cache"
+    log "mmcv: full build log: $build_log"
     MMCV_WITH_OPS=1 MAX_JOBS="$jobs" "$PYTHON" -m pip wheel -v --no-deps \
         --no-build-isolation --no-binary mmcv -w "$WORK_DIR/wheels" \
         "mmcv==$MMCV_VERSION" >"$build_log" 2>&1 &
