@@ -60,14 +60,16 @@ def build_vis_backbone(arch: Union[str, dict] = 'small',
         device (str): Device to put the model on.
 
     Returns:
-        SecViT: The backbone, all four stages, output norms off.
+        SecViT: The backbone in eval mode.
     """
     init_cfg = None if checkpoint is None else dict(
         type='Pretrained', checkpoint=checkpoint)
     torch.manual_seed(seed)
+    # Output norms as in the detection configs, so that their checkpoints
+    # load without unexpected keys; they act after the attention and do
+    # not change the clusters.
     model = SecViT(
         arch=arch,
-        out_norm=False,
         cluster_mode=cluster_mode,
         cluster_size=cluster_size,
         drop_path_rate=0.,

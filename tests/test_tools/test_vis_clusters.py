@@ -9,6 +9,7 @@ import torch
 from conftest import TOOLS
 from skimage import data as skimage_data
 
+from mmsecvit.models import SecViT
 from mmsecvit.models.layers import record_cluster_assignments
 from mmsecvit.visualization import (build_vis_backbone, cluster_palette,
                                     grid_shape, image_to_tensor, panel_origin,
@@ -67,6 +68,36 @@ def test_figure_colours_each_token_by_the_cluster_the_model_used(
     # Stage 0 has one head: the second column of its row stays empty.
     y0, x0 = panel_origin(image_hw, 0, 1)
     assert (figure[y0:y0 + 64, x0:x0 + 96] == 255).all()
+
+
+def test_checkpoint_weights_give_the_clusters_drawn(vis_clusters, photo,
+                                                    tmp_path, capsys):
+    # A detector-style checkpoint ('state_dict' with 'backbone.' keys) of a
+    # backbone initialised with another seed than the tool's default.
+    torch.manual_seed(5)
+    trained = SecViT(arch=parse_arch(ARCH))
+    trained.init_weights()
+    checkpoint = str(tmp_path / 'detector.pth')
+    torch.save(
+        dict(state_dict={
+            f'backbone.{k}': v
+            for k, v in trained.state_dict().items()
+        }), checkpoint)
+    out = str(tmp_path / 'clusters.png')
+    vis_clusters['main']([
+        photo, '--arch', ARCH, '--checkpoint', checkpoint, '--stage', '0',
+        '--size', '96', '--alpha', '1', '--out', out
+    ])
+    assert 'random weights' not in capsys.readouterr().out
+
+    image = resize_longer_side(skimage_data.chelsea(), 96)
+    with torch.no_grad(), record_cluster_assignments(trained.eval()) as rec:
+        trained(image_to_tensor(image))
+    labels = rec['layers.0.blocks.0.attn'][0][0, 0].numpy()
+    figure = cv2.cvtColor(cv2.imread(out), cv2.COLOR_BGR2RGB)
+    y0, x0 = panel_origin((64, 96), 0, 0)
+    centres = figure[y0:y0 + 64:4, x0:x0 + 96:4]
+    np.testing.assert_array_equal(centres, cluster_palette(4)[labels])
 
 
 def test_without_checkpoint_the_titles_say_random_weights(
