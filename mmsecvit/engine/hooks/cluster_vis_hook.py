@@ -4,6 +4,7 @@ from typing import Optional, Sequence
 
 import mmcv
 import numpy as np
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
@@ -81,10 +82,12 @@ class ClusterVisHook(Hook):
                          batch_idx: int,
                          data_batch=None,
                          outputs=None) -> None:
-        if not self.every_n_train_iters(runner, self.interval):
+        # The visualizer writes on the main process only; other ranks would
+        # draw for nothing. The backbone runs in eval mode, so no SyncBN
+        # collective is left waiting for them.
+        if not self.every_n_train_iters(runner, self.interval) or \
+                not is_main_process():
             return
-        if self._image is None:
-            self._image = self._load_image(runner)
         figure = self.draw(runner)
         runner.visualizer.add_image(self.name, figure, step=runner.iter + 1)
 
