@@ -207,6 +207,29 @@ class SecViTStage(nn.Module):
         return x, down
 
 
+def output_size(hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
+    """Spatial size of a stride-``stride`` output for an ``hw`` input (each
+    stride-2 convolution rounds up)."""
+    return tuple(-(-side // stride) for side in hw)
+
+
+def valid_sizes(x: torch.Tensor, pad_value: float) -> List[Tuple[int, int]]:
+    """Height and width of each image of a padded batch: the image ends at
+    its last row and column holding a pixel that differs from ``pad_value``
+    in any channel. An image made only of ``pad_value`` keeps its full
+    size."""
+    content = (x != pad_value).any(dim=1)  # (B, H, W)
+    sizes = []
+    for mask in content:
+        rows = mask.any(dim=1).nonzero()
+        cols = mask.any(dim=0).nonzero()
+        if len(rows) == 0:
+            sizes.append(tuple(x.shape[2:]))
+        else:
+            sizes.append((int(rows[-1]) + 1, int(cols[-1]) + 1))
+    return sizes
+
+
 @MODELS.register_module()
 class SecViT(BaseModule):
     """SecViT backbone for dense prediction.
@@ -258,6 +281,17 @@ class SecViT(BaseModule):
         norm_cfg (dict): Norm layers of the stem and the downsamples.
             Defaults to ``dict(type='BN', requires_grad=True)``; use
             ``SyncBN`` for multi-GPU training.
+        crop_batch_padding (bool): Cut off, per image, the trailing rows
+            and columns in which every channel equals ``pad_value`` (the
+            padding that mmdet's and mmseg's data preprocessors add after
+            normalisation to batch images of different sizes), run the
+            backbone on each distinct image size and zero-pad the outputs
+            back. Then padded pixels never reach clustering or attention
+            and an image's features do not depend on the other images of
+            its batch, at the cost of one pass per distinct size. Keep it
+            False for unnormalised inputs, where a black border would look
+            like padding. Defaults to False.
+        pad_value (float): The value of padded pixels. Defaults to 0.
         checkpoint_key (str): Which weights to take from an authors'
             checkpoint that holds several: 'model' or 'model_ema'.
             Defaults to 'model'.
@@ -329,6 +363,8 @@ class SecViT(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
+                 crop_batch_padding: bool = False,
+                 pad_value: float = 0.,
                  checkpoint_key: str = 'model',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -343,6 +379,8 @@ class SecViT(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.checkpoint_key = checkpoint_key
+        self.crop_batch_padding = crop_batch_padding
+        self.pad_value = pad_value
         num_clusters = self._per_block(arch['num_clusters'], 'num_clusters')
         mlp_ratios = self._per_stage(arch.get('mlp_ratios', 3.), 'mlp_ratios')
         layer_scales = self._per_stage(
@@ -351,7 +389,8 @@ class SecViT(BaseModule):
         if drop_path_rate is None:
             drop_path_rate = arch.get('drop_path_rate', 0.)
         self.drop_path_rate = drop_path_rate
-        dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
+        dpr = torch.linspace(
+            0, drop_path_rate, self.num_layers, device='cpu').tolist()
 
         self.patch_embed = ConvStem(in_channels, self.embed_dims[0], norm_cfg)
         self.layers = nn.ModuleList()
@@ -447,14 +486,45 @@ class SecViT(BaseModule):
             tuple[Tensor]: The maps of ``out_indices``, (B, C_i, ceil(H /
             2**(i+2)), ceil(W / 2**(i+2))).
         """
-        x = self.patch_embed(x)
+        if not self.crop_batch_padding:
+            return self._forward_batch(x)
+        sizes = valid_sizes(x, self.pad_value)
+        full = tuple(x.shape[2:])
+        if all(size == full for size in sizes):
+            return self._forward_batch(x)
+        groups: Dict[Tuple[int, int], List[int]] = {}
+        for index, size in enumerate(sizes):
+            groups.setdefault(size, []).append(index)
+        outs = None
+        for (h, w), indices in groups.items():
+            group_outs = self._forward_batch(x[indices, :, :h, :w])
+            if outs is None:
+                outs = [
+                    out.new_zeros((x.shape[0], out.shape[1],
+                                   *output_size(full, stride)))
+                    for out, stride in zip(group_outs, self._out_strides())
+                ]
+            for out, group_out in zip(outs, group_outs):
+                oh, ow = group_out.shape[2:]
+                out[indices, :, :oh, :ow] = group_out
+        return tuple(outs)
+
+    def _out_strides(self) -> List[int]:
+        return [2**(i + 2) for i in self.out_indices]
+
+    def _forward_batch(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        # Channels-last all the way through: the depth-wise and 1x1
+        # convolutions run several times faster on CPU, LayerNorm over
+        # channels needs no permute copies and the attention reads q, k, v
+        # per token without a transpose. Outputs go back to NCHW.
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
         outs = []
         for i, stage in enumerate(self.layers):
             out, x = stage(x)
             if i in self.out_indices:
                 if self.out_norm:
                     out = getattr(self, f'norm{i}')(out)
-                outs.append(out)
+                outs.append(out.contiguous())
         return tuple(outs)
 
     def _freeze_stages(self) -> None:

@@ -1,5 +1,6 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 """Loading the authors' ImageNet checkpoints (and our own) into SecViT."""
+import argparse
 import re
 from collections import OrderedDict
 from typing import Dict, Optional
@@ -45,8 +46,7 @@ def select_state_dict(checkpoint: dict,
         state_dict = checkpoint[checkpoint_key]
     elif 'state_dict' in checkpoint:
         state_dict = checkpoint['state_dict']
-    elif checkpoint_key in ('model', 'model_ema') and (
-            'model' in checkpoint or 'model_ema' in checkpoint):
+    elif 'model' in checkpoint or 'model_ema' in checkpoint:
         raise CheckpointMismatchError(
             f'The checkpoint has no {checkpoint_key!r} entry (it has '
             f'{sorted(k for k in checkpoint if isinstance(k, str))}); set '
@@ -116,6 +116,33 @@ def check_compatible(model: nn.Module, state_dict: Dict[str, torch.Tensor],
     return tolerated
 
 
+def read_checkpoint(filename: str) -> dict:
+    """Load a checkpoint safely (``weights_only``), from a local path or,
+    through MMEngine's loaders, from a URL.
+
+    Raises:
+        FileNotFoundError: For a missing local file, with what to do.
+    """
+    from mmsecvit.utils.checkpoint import load_checkpoint_file
+
+    if '://' in str(filename):
+        from mmengine.runner import CheckpointLoader
+        return CheckpointLoader.load_checkpoint(filename, map_location='cpu')
+    try:
+        # The authors' training script stores its argparse.Namespace under
+        # 'args'; that plain attribute container is safe to rebuild.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return load_checkpoint_file(filename, map_location='cpu')
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f'SecViT pretrained checkpoint not found: {filename}. Download '
+            "the authors' ImageNet weights (github.com/qhfan/SecViT) and "
+            'point to the file with --cfg-options '
+            'model.backbone.init_cfg.checkpoint=PATH (or the environment '
+            'variable the config names), or train from scratch with '
+            '--cfg-options model.backbone.init_cfg=None.') from error
+
+
 def load_pretrained_backbone(model: nn.Module,
                              filename: str,
                              checkpoint_key: str = 'model',
@@ -128,13 +155,13 @@ def load_pretrained_backbone(model: nn.Module,
         filename (str): Path or URL of the checkpoint.
         checkpoint_key (str): 'model' or 'model_ema' for the authors' files.
         prefix (str, optional): See :func:`select_state_dict`.
-    """
-    from mmsecvit.utils.checkpoint import load_checkpoint_file
 
+    Raises:
+        CheckpointMismatchError: If the checkpoint is of another arch.
+    """
     logger = MMLogger.get_current_instance()
-    checkpoint = load_checkpoint_file(filename, map_location='cpu')
     state_dict = strip_classifier(
-        select_state_dict(checkpoint, checkpoint_key, prefix))
+        select_state_dict(read_checkpoint(filename), checkpoint_key, prefix))
     left_out = check_compatible(model, state_dict, repr(filename))
     model.load_state_dict(state_dict, strict=False)
     logger.info(f'Loaded {len(state_dict)} backbone tensors from '
@@ -142,3 +169,19 @@ def load_pretrained_backbone(model: nn.Module,
     if left_out:
         logger.info('Not in the checkpoint, initialised here: ' +
                     ', '.join(left_out))
+
+
+def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
+    """The name of the arch in ``SecViT.arch_zoo`` whose backbone has
+    exactly the tensors of ``state_dict`` (classifier removed), or None."""
+    from .secvit import SecViT
+
+    for arch in ('tiny', 'small', 'base', 'large'):
+        with torch.device('meta'):
+            model = SecViT(arch=arch, out_norm=False)
+        try:
+            check_compatible(model, state_dict, '')
+        except CheckpointMismatchError:
+            continue
+        return arch
+    return None

@@ -1,0 +1,284 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmsecvit.models import SecViT
+from mmsecvit.models.layers import record_cluster_assignments
+from mmsecvit.registry import MODELS
+from mmsecvit.testing import randomize_weights
+
+SMALL_ARCH = dict(
+    embed_dims=[32, 64, 128, 256],
+    depths=[1, 1, 1, 1],
+    num_heads=[1, 2, 4, 8],
+    num_clusters=[4, 2, 2, -1])
+
+# Published parameter counts of the authors' classification models.
+PARAMS_WITH_HEAD = dict(
+    tiny=14_981_800, small=26_776_104, base=54_682_776, large=96_495_096)
+PARAMS_BACKBONE = dict(
+    tiny=13_429_440, small=25_223_744, base=53_130_416, large=94_811_664)
+
+
+def small_model(**kwargs) -> SecViT:
+    model = SecViT(arch=copy.deepcopy(SMALL_ARCH), **kwargs)
+    return randomize_weights(model, seed=0)
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'small', 'base', 'large'])
+def test_parameter_count_matches_the_authors_models(arch):
+    backbone = SecViT(arch=arch, out_norm=False)
+    assert count(backbone) == PARAMS_BACKBONE[arch]
+    # The authors' classifier: 1x1 conv to 1024, BatchNorm, 1x1 conv to
+    # 1000 classes on top of the last stage.
+    last = backbone.embed_dims[-1]
+    head = (last * 1024 + 1024) + 2 * 1024 + (1024 * 1000 + 1000)
+    assert count(backbone) + head == PARAMS_WITH_HEAD[arch]
+
+
+def test_arch_aliases_and_registry():
+    assert SecViT(arch='s').arch_settings == SecViT(arch='small').arch_settings
+    model = MODELS.build(dict(type='SecViT', arch=SMALL_ARCH))
+    assert isinstance(model, SecViT)
+
+
+@pytest.mark.parametrize('arch, message', [
+    ('huge', 'Unknown SecViT arch'),
+    (dict(embed_dims=[32] * 4, depths=[1] * 4), 'lacks the keys'),
+    (dict(embed_dims=[32] * 3, depths=[1] * 4, num_heads=[1] * 4,
+          num_clusters=[2] * 4), 'must have 4 values'),
+    (dict(embed_dims=[34] * 4, depths=[1] * 4, num_heads=[1] * 4,
+          num_clusters=[2] * 4), 'divisible by 4'),
+])
+def test_bad_arch_gets_a_clear_error(arch, message):
+    with pytest.raises((KeyError, ValueError), match=message):
+        SecViT(arch=arch)
+
+
+def test_state_dict_keys_follow_the_authors_names():
+    keys = set(SecViT(arch='tiny', out_norm=False).state_dict())
+    for key in [
+            'patch_embed.proj.0.weight', 'patch_embed.proj.10.running_var',
+            'layers.0.RoPE.angle', 'layers.0.blocks.1.pos.weight',
+            'layers.0.blocks.1.norm1.norm.weight',
+            'layers.0.blocks.1.attn.qkv.weight',
+            'layers.0.blocks.1.attn.lepe.weight',
+            'layers.0.blocks.1.attn.out_proj.bias',
+            'layers.0.blocks.1.ffn.fc1.weight',
+            'layers.0.blocks.1.ffn.dwconv.weight',
+            'layers.0.blocks.1.ffn.fc2.weight',
+            'layers.2.downsample.reduction.weight',
+            'layers.2.downsample.norm.running_mean'
+    ]:
+        assert key in keys, key
+    assert not any(k.startswith('layers.3.downsample') for k in keys)
+    base_keys = set(SecViT(arch='base').state_dict())
+    assert 'layers.2.blocks.0.gamma_1' in base_keys
+    assert 'layers.1.blocks.0.gamma_1' not in base_keys
+
+
+@pytest.mark.parametrize('size', [(64, 64), (97, 131), (33, 65), (1, 1),
+                                  (224, 224)])
+def test_output_shapes_for_any_input_size(size):
+    model = small_model().eval()
+    with torch.no_grad():
+        outs = model(torch.rand(2, 3, *size))
+    assert len(outs) == 4
+    for i, out in enumerate(outs):
+        stride = 2**(i + 2)
+        expected = (2, SMALL_ARCH['embed_dims'][i], -(-size[0] // stride),
+                    -(-size[1] // stride))
+        assert tuple(out.shape) == expected
+
+
+def test_tiny_arch_at_a_detection_aspect_ratio():
+    model = SecViT(arch='tiny', out_indices=(1, 3)).eval()
+    with torch.no_grad():
+        outs = model(torch.rand(1, 3, 200, 333))
+    assert [tuple(o.shape) for o in outs] == [(1, 128, 25, 42),
+                                              (1, 512, 7, 11)]
+
+
+@pytest.mark.parametrize('mode', ['num_clusters', 'cluster_size'])
+def test_images_of_a_batch_do_not_affect_each_other(mode):
+    model = small_model(cluster_mode=mode, cluster_size=20).double().eval()
+    x = torch.randn(3, 3, 72, 100, dtype=torch.float64)
+    with torch.no_grad():
+        batched = model(x)
+        single = [model(x[i:i + 1]) for i in range(3)]
+    for stage, out in enumerate(batched):
+        for i in range(3):
+            torch.testing.assert_close(
+                out[i:i + 1], single[i][stage], rtol=0, atol=1e-12)
+
+
+def test_batch_padding_never_reaches_real_tokens():
+    """An image zero-padded to the batch's size gives the features it has
+    alone, and the padded area of the outputs is zero."""
+    model = small_model(crop_batch_padding=True).double().eval()
+    small = torch.randn(1, 3, 61, 90, dtype=torch.float64)
+    large = torch.randn(1, 3, 96, 128, dtype=torch.float64)
+    batch = torch.zeros(2, 3, 96, 128, dtype=torch.float64)
+    batch[0, :, :61, :90] = small[0]
+    batch[1] = large[0]
+    with torch.no_grad():
+        outs = model(batch)
+        alone_small, alone_large = model(small), model(large)
+    for out, ref_small, ref_large in zip(outs, alone_small, alone_large):
+        h, w = ref_small.shape[2:]
+        torch.testing.assert_close(out[:1, :, :h, :w], ref_small)
+        assert out[0, :, h:].abs().max() == 0 and out[0, :, :, w:].abs(
+        ).max() == 0
+        torch.testing.assert_close(out[1:], ref_large)
+    # Without cropping, the padding changes the small image's features.
+    model.crop_batch_padding = False
+    with torch.no_grad():
+        padded = model(batch)[0][:1, :, :h, :w]
+    assert (padded - outs[0][:1, :, :h, :w]).abs().max() > 1e-3
+
+
+def test_cluster_size_mode_keeps_tokens_per_cluster():
+    model = small_model(cluster_mode='cluster_size', cluster_size=7).eval()
+    with torch.no_grad(), record_cluster_assignments(model) as records:
+        model(torch.rand(1, 3, 64, 80))  # stage 0: 16 x 20 = 320 tokens
+    labels = records['layers.0.blocks.0.attn'][0]
+    assert labels.shape == (1, 1, 16, 20)
+    sizes = torch.bincount(labels.flatten())
+    assert len(sizes) == -(-320 // 7)
+    assert (sizes[:-1] == 7).all() and sizes[-1] == 320 - 7 * 45
+    # The global last stage has a single cluster.
+    assert records['layers.3.blocks.0.attn'][0].unique().tolist() == [0]
+
+
+def test_paper_mode_keeps_the_number_of_clusters():
+    model = small_model().eval()
+    with torch.no_grad(), record_cluster_assignments(model) as records:
+        model(torch.rand(2, 3, 64, 96))  # stage 0: 16 x 24 = 384 tokens
+    labels = records['layers.0.blocks.0.attn'][0]
+    for image_labels in labels.flatten(1):
+        assert torch.bincount(image_labels).tolist() == [96] * 4
+
+
+def test_out_norm_false_returns_raw_stage_outputs():
+    model = small_model(out_norm=False).eval()
+    assert not any(name.startswith('norm') for name, _ in
+                   model.named_parameters())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        raw = model(x)
+        stem = model.patch_embed(x)
+        first, _ = model.layers[0](stem)
+    torch.testing.assert_close(raw[0], first)
+
+
+def test_out_norm_adds_a_norm_per_output_only():
+    model = small_model(out_indices=(1, 3))
+    assert hasattr(model, 'norm1') and hasattr(model, 'norm3')
+    assert not hasattr(model, 'norm0') and not hasattr(model, 'norm2')
+
+
+def _grad_flags(module: nn.Module) -> set:
+    return {p.requires_grad for p in module.parameters()}
+
+
+def test_frozen_stages_stop_gradients_and_stay_in_eval():
+    model = small_model(frozen_stages=2)
+    model.train()
+    for module in [model.patch_embed, model.layers[0], model.layers[1],
+                   model.norm0, model.norm1]:
+        assert _grad_flags(module) == {False}
+        assert all(not m.training for m in module.modules())
+    for module in [model.layers[2], model.layers[3], model.norm2]:
+        assert _grad_flags(module) == {True}
+        assert module.training
+    before = model.layers[0].blocks[0].attn.qkv.weight.clone()
+    bn_mean = model.patch_embed.proj[1].running_mean.clone()
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=1.)
+    sum(o.sum() for o in model(torch.rand(2, 3, 64, 64))).backward()
+    optimizer.step()
+    torch.testing.assert_close(model.layers[0].blocks[0].attn.qkv.weight,
+                               before)
+    torch.testing.assert_close(model.patch_embed.proj[1].running_mean,
+                               bn_mean)
+
+
+def test_norm_eval_keeps_batchnorm_statistics():
+    model = small_model(norm_eval=True)
+    assert model.train() is model
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert bns and all(not bn.training for bn in bns)
+    stats = [bn.running_mean.clone() for bn in bns]
+    model(torch.rand(2, 3, 64, 64))
+    for bn, before in zip(bns, stats):
+        torch.testing.assert_close(bn.running_mean, before)
+    assert model.layers[0].training  # everything else still trains
+
+
+def test_train_returns_self():
+    model = small_model()
+    assert model.train() is model
+    assert model.train(False) is model and not model.training
+
+
+def test_with_cp_gives_the_same_gradients():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
+    grads = []
+    for with_cp in (False, True):
+        model = small_model(with_cp=with_cp).double()
+        # Eval-mode BN: the same normalisation in both passes.
+        model.eval()
+        sum((o**2).mean() for o in model(x)).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name])
+
+
+def test_drop_path_rate_defaults_to_the_arch_and_can_be_overridden():
+    assert SecViT(arch='small').drop_path_rate == 0.15
+    model = SecViT(arch='small', drop_path_rate=0.3)
+    rates = [b.drop_path.drop_prob for stage in model.layers
+             for b in stage.blocks if hasattr(b.drop_path, 'drop_prob')]
+    assert max(rates) == pytest.approx(0.3)
+
+
+def test_get_layer_depth():
+    model = SecViT(arch='tiny')  # depths 2, 2, 9, 2: 15 blocks
+    assert model.get_layer_depth('backbone.patch_embed.proj.0.weight',
+                                 'backbone.') == (0, 17)
+    assert model.get_layer_depth('layers.0.blocks.0.attn.qkv.weight') == (1,
+                                                                          17)
+    assert model.get_layer_depth('layers.2.blocks.3.ffn.fc1.weight') == (8,
+                                                                         17)
+    assert model.get_layer_depth('layers.1.downsample.norm.weight') == (4,
+                                                                        17)
+    assert model.get_layer_depth('norm3.norm.weight') == (16, 17)
+    assert model.get_layer_depth('neck.conv.weight', 'backbone.') == (16, 17)
+
+
+def test_default_init_follows_the_authors():
+    model = SecViT(arch=SMALL_ARCH)
+    model.init_weights()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert weights.std() == pytest.approx(0.02, rel=0.1)
+    assert all((m.bias == 0).all() for m in convs if m.bias is not None)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64,
+                                   torch.bfloat16])
+def test_runs_in_the_model_dtype(dtype):
+    model = small_model().to(dtype).eval()
+    with torch.no_grad():
+        outs = model(torch.rand(1, 3, 40, 56, dtype=dtype))
+    assert all(o.dtype == dtype and torch.isfinite(o).all() for o in outs)

@@ -1,0 +1,173 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+import argparse
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmsecvit.models import SecViT
+from mmsecvit.models.backbones.secvit_checkpoint import (
+    CheckpointMismatchError, infer_arch)
+from mmsecvit.testing import randomize_weights
+
+REPO = Path(__file__).resolve().parents[3]
+SMALL_ARCH = dict(
+    embed_dims=[32, 64, 128, 256],
+    depths=[1, 1, 1, 1],
+    num_heads=[1, 2, 4, 8],
+    num_clusters=[4, 2, 2, -1])
+
+
+def authors_state_dict(arch, seed):
+    """A state dict laid out as the authors' classification model: backbone
+    tensors (no output norms) plus the classifier's proj/norm/head."""
+    model = randomize_weights(SecViT(arch=arch, out_norm=False), seed=seed)
+    state_dict = model.state_dict()
+    last = model.embed_dims[-1]
+    state_dict.update({
+        'proj.weight': torch.randn(1024, last, 1, 1),
+        'proj.bias': torch.randn(1024),
+        'norm.weight': torch.ones(1024),
+        'norm.bias': torch.zeros(1024),
+        'norm.running_mean': torch.zeros(1024),
+        'norm.running_var': torch.ones(1024),
+        'norm.num_batches_tracked': torch.tensor(5),
+        'head.weight': torch.randn(1000, 1024, 1, 1),
+        'head.bias': torch.randn(1000),
+    })
+    return state_dict
+
+
+@pytest.fixture
+def official_checkpoint(tmp_path):
+    """A file in the format the authors publish."""
+    path = tmp_path / 'secvit_official.pth'
+    torch.save(
+        dict(
+            model=authors_state_dict(SMALL_ARCH, seed=1),
+            model_ema=authors_state_dict(SMALL_ARCH, seed=2),
+            optimizer=dict(state={}, param_groups=[]),
+            epoch=299,
+            max_accuracy=84.2,
+            args=argparse.Namespace(model='KClusterFormerSimpleNew_S',
+                                    lr=1e-3)), path)
+    return path
+
+
+def pretrained(path, **kwargs):
+    return SecViT(
+        arch=copy.deepcopy(SMALL_ARCH),
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)),
+        **kwargs)
+
+
+@pytest.mark.parametrize('key, seed', [('model', 1), ('model_ema', 2)])
+def test_official_checkpoint_loads_the_chosen_weights(official_checkpoint,
+                                                      key, seed):
+    model = pretrained(official_checkpoint, checkpoint_key=key)
+    norm_before = model.norm0.norm.weight.clone()
+    model.init_weights()
+    expected = randomize_weights(
+        SecViT(arch=SMALL_ARCH, out_norm=False), seed=seed).state_dict()
+    loaded = model.state_dict()
+    for name, value in expected.items():
+        torch.testing.assert_close(loaded[name], value, msg=name)
+    # Output norms are not in ImageNet checkpoints: left as initialised.
+    torch.testing.assert_close(model.norm0.norm.weight, norm_before)
+
+
+def test_checkpoint_of_another_arch_gets_a_clear_error(tmp_path):
+    path = tmp_path / 'other.pth'
+    other = dict(SMALL_ARCH, depths=[1, 1, 2, 1])
+    torch.save(dict(model=authors_state_dict(other, seed=0)), path)
+    model = pretrained(path)
+    with pytest.raises(CheckpointMismatchError) as info:
+        model.init_weights()
+    message = str(info.value)
+    assert str(path) in message and 'layers.2.blocks.1' in message
+    assert 'arch' in message
+
+
+def test_checkpoint_with_other_widths_names_the_shapes(tmp_path):
+    path = tmp_path / 'wide.pth'
+    wide = dict(SMALL_ARCH, embed_dims=[64, 64, 128, 256],
+                num_heads=[2, 2, 4, 8])
+    torch.save(dict(model=authors_state_dict(wide, seed=0)), path)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'other shapes: patch_embed\.proj'):
+        pretrained(path).init_weights()
+
+
+def test_missing_pretrained_file_says_how_to_fix_it(tmp_path):
+    model = pretrained(tmp_path / 'nowhere.pth')
+    with pytest.raises(FileNotFoundError) as info:
+        model.init_weights()
+    assert 'nowhere.pth' in str(info.value)
+    assert 'init_cfg=None' in str(info.value)
+
+
+def test_unknown_checkpoint_key_is_reported(official_checkpoint):
+    model = pretrained(official_checkpoint, checkpoint_key='model_swa')
+    with pytest.raises(CheckpointMismatchError, match="no 'model_swa'"):
+        model.init_weights()
+
+
+def test_detector_checkpoint_loads_through_the_backbone_prefix(tmp_path):
+    source = randomize_weights(SecViT(arch=SMALL_ARCH), seed=3)
+    state_dict = {f'backbone.{k}': v for k, v in source.state_dict().items()}
+    state_dict['neck.conv.weight'] = torch.zeros(1)
+    path = tmp_path / 'detector.pth'
+    torch.save(dict(state_dict=state_dict, meta=dict(epoch=12)), path)
+    model = pretrained(path)
+    model.init_weights()
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value)
+
+
+def test_infer_arch_recognises_the_zoo_archs():
+    state_dict = SecViT(arch='tiny', out_norm=False).state_dict()
+    assert infer_arch(state_dict) == 'tiny'
+    assert infer_arch({'foo': torch.zeros(1)}) is None
+
+
+def test_converter_writes_a_loadable_backbone_checkpoint(tmp_path):
+    src = tmp_path / 'official.pth'
+    torch.save(
+        dict(
+            model=authors_state_dict('tiny', seed=4),
+            model_ema=authors_state_dict('tiny', seed=5),
+            args=argparse.Namespace(lr=1.)), src)
+    dst = tmp_path / 'converted.pth'
+    result = subprocess.run([
+        sys.executable, 'tools/model_converters/secvit2mmsecvit.py',
+        str(src), str(dst), '--ema'
+    ], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert 'SecViT-tiny' in result.stdout
+    converted = torch.load(dst, weights_only=True)
+    assert converted['meta']['checkpoint_key'] == 'model_ema'
+    assert not any(k.startswith(('head.', 'proj.', 'norm.'))
+                   for k in converted['state_dict'])
+    model = SecViT(arch='tiny',
+                   init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
+    model.init_weights()
+    expected = randomize_weights(
+        SecViT(arch='tiny', out_norm=False), seed=5).state_dict()
+    for name in ('layers.2.blocks.8.attn.qkv.weight',
+                 'patch_embed.proj.10.running_var'):
+        torch.testing.assert_close(model.state_dict()[name], expected[name])
+
+
+def test_converter_refuses_a_file_of_no_known_arch(tmp_path):
+    src = tmp_path / 'custom.pth'
+    torch.save(dict(model=authors_state_dict(SMALL_ARCH, seed=0)), src)
+    result = subprocess.run([
+        sys.executable, 'tools/model_converters/secvit2mmsecvit.py',
+        str(src), str(tmp_path / 'out.pth')
+    ], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert 'does not hold the weights of any SecViT arch' in result.stderr
+    assert not (tmp_path / 'out.pth').exists()

@@ -1,0 +1,51 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Convert an authors' SecViT ImageNet checkpoint into an mmsecvit backbone
+checkpoint: the classification head is dropped, the chosen weights ('model'
+or, with --ema, 'model_ema') are stored under 'state_dict', and the arch they
+fit is checked and recorded."""
+import argparse
+import io
+import sys
+
+import torch
+
+from mmsecvit.models.backbones.secvit_checkpoint import (infer_arch,
+                                                        read_checkpoint,
+                                                        select_state_dict,
+                                                        strip_classifier)
+from mmsecvit.utils.checkpoint import atomic_write_bytes
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('src', help="the authors' checkpoint (.pth)")
+    parser.add_argument('dst', help='where to write the mmsecvit checkpoint')
+    parser.add_argument(
+        '--ema',
+        action='store_true',
+        help="take the EMA weights ('model_ema') instead of 'model'")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    key = 'model_ema' if args.ema else 'model'
+    state_dict = strip_classifier(
+        select_state_dict(read_checkpoint(args.src), key))
+    arch = infer_arch(state_dict)
+    if arch is None:
+        sys.exit(f'{args.src} does not hold the weights of any SecViT arch '
+                 '(tiny, small, base, large); nothing was written.')
+    buffer = io.BytesIO()
+    torch.save(
+        dict(
+            state_dict=state_dict,
+            meta=dict(source=str(args.src), checkpoint_key=key, arch=arch)),
+        buffer)
+    atomic_write_bytes(buffer.getvalue(), args.dst)
+    print(f'Wrote {len(state_dict)} tensors of SecViT-{arch} ({key!r}) to '
+          f'{args.dst}')
+
+
+if __name__ == '__main__':
+    main()
