@@ -290,7 +290,9 @@ class SecViT(BaseModule):
             and an image's features do not depend on the other images of
             its batch, at the cost of one pass per distinct size. Keep it
             False for unnormalised inputs, where a black border would look
-            like padding. Defaults to False.
+            like padding, and with SyncBN during training: ranks that split
+            their batch differently would call SyncBN a different number
+            of times and wait on each other. Defaults to False.
         pad_value (float): The value of padded pixels. Defaults to 0.
         checkpoint_key (str): Which weights to take from an authors'
             checkpoint that holds several: 'model' or 'model_ema'.
@@ -379,6 +381,12 @@ class SecViT(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.checkpoint_key = checkpoint_key
+        if crop_batch_padding and 'SyncBN' in str(norm_cfg.get('type')):
+            raise ValueError(
+                'crop_batch_padding=True cannot be combined with SyncBN: '
+                'ranks with different numbers of distinct image sizes would '
+                'run SyncBN a different number of times and deadlock. Use '
+                "norm_cfg=dict(type='BN') (or norm_eval=True) with it.")
         self.crop_batch_padding = crop_batch_padding
         self.pad_value = pad_value
         num_clusters = self._per_block(arch['num_clusters'], 'num_clusters')

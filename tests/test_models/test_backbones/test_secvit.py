@@ -282,3 +282,9 @@ def test_runs_in_the_model_dtype(dtype):
     with torch.no_grad():
         outs = model(torch.rand(1, 3, 40, 56, dtype=dtype))
     assert all(o.dtype == dtype and torch.isfinite(o).all() for o in outs)
+
+
+def test_crop_batch_padding_refuses_syncbn():
+    with pytest.raises(ValueError, match='SyncBN'):
+        SecViT(arch=SMALL_ARCH, crop_batch_padding=True,
+               norm_cfg=dict(type='SyncBN', requires_grad=True))
