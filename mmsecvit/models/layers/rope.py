@@ -60,8 +60,20 @@ def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([-odd, even], dim=-1).flatten(-2)
 
 
+def swap_pairs(x: torch.Tensor) -> torch.Tensor:
+    """Map each channel pair (a, b) to (b, a) with a single copy."""
+    return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+
+
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """``sin`` with the even channels negated, so that ``rotate_pairs(x) *
+    sin == swap_pairs(x) * signed_sin(sin)`` exactly (negation is exact)."""
+    sign = sin.new_tensor([-1., 1.]).repeat(sin.shape[-1] // 2)
+    return sin * sign
+
+
 def apply_rope(x: torch.Tensor, sin: torch.Tensor,
                cos: torch.Tensor) -> torch.Tensor:
     """Rotate ``x`` of shape (..., H*W, head_dims) by the tables of
     :class:`RoPE2d`."""
-    return x * cos + rotate_pairs(x) * sin
+    return x * cos + swap_pairs(x) * signed_sin(sin)

@@ -9,6 +9,16 @@ together, one batched ``scaled_dot_product_attention`` call for the full
 clusters (plus one for a shorter last cluster, when the tokens do not divide)
 and one scatter back.
 
+Layout, chosen for speed at dense-prediction resolutions: the backbone runs
+channels-last, so the 1x1 ``qkv`` convolution already stores every token's
+q, k and v next to each other; the attention works on that packed
+(B, heads, N, 3, head_dims) tensor, applies RoPE to q and k in one pass and
+scatters its result into a token-major buffer, which is again a channels-last
+map without a further copy. SDPA gets 4-D inputs whose last dimension is
+contiguous, which is what PyTorch's fused CPU kernel (and the flash /
+memory-efficient GPU kernels) require; otherwise it falls back to the slow
+math path.
+
 When the token count is not a multiple of the cluster length, the last
 cluster is shorter. That is the same as padding the sorted sequence with
 masked tokens (no real token attends to a padded one) without computing the
@@ -23,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .rope import apply_rope
+from .rope import signed_sin, swap_pairs
 
 CLUSTER_MODES = ('num_clusters', 'cluster_size')
 
@@ -61,14 +71,78 @@ def sec_order(k: torch.Tensor) -> torch.Tensor:
     """Rank tokens by the cosine similarity of their key to the mean key.
 
     Args:
-        k (Tensor): Keys of shape (B, heads, N, head_dims).
+        k (Tensor): Keys of shape (B, heads, N, head_dims); any strides.
 
     Returns:
         Tensor: Indices of shape (B, heads, N), least similar first.
     """
     center = F.normalize(k.mean(dim=2, keepdim=True), dim=-1)  # (B, h, 1, d)
-    similarity = F.normalize(k, dim=-1) @ center.transpose(-1, -2)
-    return similarity.squeeze(-1).argsort(dim=-1)  # (B, h, N)
+    # Dividing the (B, h, N) dot products by the key norms gives the cosine
+    # without writing a normalised copy of all keys.
+    dots = (k @ center.transpose(-1, -2)).squeeze(-1)  # (B, h, N)
+    similarity = dots / k.norm(dim=-1).clamp_min(1e-12)
+    return similarity.argsort(dim=-1)
+
+
+def rope_qk(qkv: torch.Tensor, sin: torch.Tensor,
+            cos: torch.Tensor) -> torch.Tensor:
+    """Apply RoPE to q and k of a packed tensor.
+
+    Args:
+        qkv (Tensor): Shape (B, heads, N, 3, head_dims); any strides.
+        sin, cos (Tensor): RoPE tables (N, head_dims).
+
+    Returns:
+        Tensor: A contiguous (B, heads, N, 3, head_dims) tensor with q and
+        k rotated and v copied.
+    """
+    qk = qkv[..., :2, :]  # (B, h, N, 2, d)
+    rotated = qk * cos[:, None] + swap_pairs(qk) * signed_sin(sin)[:, None]
+    return torch.cat([rotated, qkv[..., 2:, :]], dim=-2)
+
+
+def clustered_attention_packed(qkv: torch.Tensor,
+                               cluster_length: int,
+                               order: Optional[torch.Tensor] = None
+                               ) -> torch.Tensor:
+    """Attention within SEC clusters on a packed q, k, v tensor.
+
+    Args:
+        qkv (Tensor): Shape (B, heads, N, 3, head_dims), q and k after
+            RoPE, contiguous.
+        cluster_length (int): Tokens per cluster (the last may be shorter);
+            ``>= N`` means global attention.
+        order (Tensor, optional): Precomputed :func:`sec_order` of the keys.
+
+    Returns:
+        Tensor: Shape (B, heads, N, head_dims), in token order. Its memory
+        is token-major where possible, so ``out.transpose(1, 2).reshape(B,
+        N, C)`` needs no copy.
+    """
+    b, h, n, _, d = qkv.shape
+    if cluster_length >= n:
+        return F.scaled_dot_product_attention(qkv[..., 0, :], qkv[..., 1, :],
+                                              qkv[..., 2, :])
+    if order is None:
+        order = sec_order(qkv[..., 1, :])
+    # One gather moves q, k and v into cluster order together.
+    qkv = qkv.flatten(3).gather(2, order[..., None].expand(-1, -1, -1, 3 * d))
+
+    num_full = n // cluster_length
+    split = num_full * cluster_length
+    full = qkv[:, :, :split].reshape(b, h * num_full, cluster_length, 3, d)
+    out = F.scaled_dot_product_attention(
+        full[..., 0, :], full[..., 1, :], full[..., 2, :])
+    out = out.reshape(b, h, split, d)
+    if split < n:
+        rest = qkv[:, :, split:].unflatten(-1, (3, d))  # (B, h, N-split, 3, d)
+        out_rest = F.scaled_dot_product_attention(
+            rest[..., 0, :], rest[..., 1, :], rest[..., 2, :])
+        out = torch.cat([out, out_rest], dim=2)
+    # Back to token order (out[i] belongs to token order[i]), written into a
+    # token-major buffer.
+    restored = out.new_empty(b, n, h, d).transpose(1, 2)
+    return restored.scatter_(2, order[..., None].expand(-1, -1, -1, d), out)
 
 
 def clustered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -84,29 +158,8 @@ def clustered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     Returns:
         Tensor: Shape (B, heads, N, head_dims), in token order.
     """
-    b, h, n, d = q.shape
-    if cluster_length >= n:
-        return F.scaled_dot_product_attention(q, k, v)
-    if order is None:
-        order = sec_order(k)
-    # One gather moves q, k and v into cluster order together.
-    qkv = torch.stack([q, k, v], dim=3).flatten(3)  # (B, h, N, 3d)
-    qkv = qkv.gather(2, order[..., None].expand(-1, -1, -1, 3 * d))
-
-    num_full = n // cluster_length
-    split = num_full * cluster_length
-    full = qkv[:, :, :split].reshape(b, h * num_full, cluster_length, 3, d)
-    out = F.scaled_dot_product_attention(
-        full[..., 0, :], full[..., 1, :], full[..., 2, :])
-    out = out.reshape(b, h, split, d)
-    if split < n:
-        rest = qkv[:, :, split:].unflatten(-1, (3, d))  # (B, h, N-split, 3, d)
-        out_rest = F.scaled_dot_product_attention(
-            rest[..., 0, :], rest[..., 1, :], rest[..., 2, :])
-        out = torch.cat([out, out_rest], dim=2)
-    # Back to token order: out_sorted[i] belongs to token order[i].
-    return out.new_empty(b, h, n, d).scatter_(
-        2, order[..., None].expand(-1, -1, -1, d), out)
+    return clustered_attention_packed(
+        torch.stack([q, k, v], dim=3), cluster_length, order)
 
 
 def cluster_labels(order: torch.Tensor, cluster_length: int) -> torch.Tensor:
@@ -177,18 +230,20 @@ class SECAttention(nn.Module):
         n, d = h * w, c // self.num_heads
         qkv = self.qkv(x)  # (B, 3C, H, W)
         lepe = self.lepe(qkv[:, 2 * c:])
-        q, k, v = qkv.reshape(b, 3, self.num_heads, d, n).transpose(-1, -2) \
-            .unbind(1)  # 3 x (B, heads, N, d)
-        q = apply_rope(q, sin, cos)
-        k = apply_rope(k, sin, cos)
+        # A view when qkv is channels-last: (B, N, 3, heads, d) in memory.
+        qkv = qkv.permute(0, 2, 3, 1).reshape(b, n, 3, self.num_heads, d) \
+            .permute(0, 3, 1, 2, 4)  # (B, heads, N, 3, d)
+        qkv = rope_qk(qkv, sin, cos)
 
         length = resolve_cluster_length(n, self.num_clusters,
                                         self.cluster_mode, self.cluster_size)
-        order = sec_order(k) if length < n else None
-        out = clustered_attention(q, k, v, length, order)
+        order = sec_order(qkv[..., 1, :]) if length < n else None
+        out = clustered_attention_packed(qkv, length, order)
         if self.cluster_records is not None:
             self._record(order, length, (b, h, w))
-        out = out.transpose(-1, -2).reshape(b, c, h, w)
+        # (B, heads, N, d) -> channels-last (B, C, H, W); free when ``out``
+        # is token-major in memory.
+        out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
         return self.out_proj(out + lepe)
 
     def _record(self, order: Optional[torch.Tensor], length: int,

@@ -1,0 +1,378 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Latency and peak memory of backbones, each case in a fresh process.
+
+A *case* is one backbone (a SecViT arch in one cluster mode with the fast or
+the reference attention, or mmdet's Swin-T) at one input size, measured
+either for inference (``no_grad`` forward) or for training (forward and
+backward of the sum of the outputs). :func:`run_case` measures a case in the
+current process; :func:`measure_in_subprocess` runs it in a fresh Python so
+that the peak resident memory of one case does not leak into the next.
+
+Memory is measured as:
+
+* CPU: the peak resident set size of the process (``ru_maxrss``) minus its
+  value after the model and the input were built, i.e. the extra memory the
+  forward (and backward) needed at its peak.
+* GPU: ``torch.cuda.max_memory_allocated`` minus the memory allocated before
+  the first forward.
+"""
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+SECVIT_ARCHS = ('tiny', 'small', 'base', 'large')
+MODES = ('num_clusters', 'cluster_size')
+IMPLS = ('fast', 'reference')
+
+
+@dataclass
+class Case:
+    """One measurement.
+
+    Args:
+        model (str): 'secvit' or 'swin-t' (mmdet's Swin-T).
+        size (tuple[int, int]): Input height and width.
+        arch (str | dict): SecViT arch; ignored for Swin-T.
+        mode (str): SecViT cluster mode.
+        impl (str): 'fast' or 'reference' attention.
+        task (str): 'infer' (no_grad forward) or 'train' (forward and
+            backward in train mode).
+        batch (int): Images per batch.
+        with_cp (bool): Activation checkpointing (training only).
+        device (str): 'cpu' or 'cuda'.
+        threads (int): CPU threads (``torch.set_num_threads``).
+        warmup (int): Untimed runs before the timed ones.
+        repeats (int): Timed runs.
+        check_diff (bool): For the reference impl, also run the fast path
+            once and report the largest absolute difference of the outputs.
+    """
+    model: str = 'secvit'
+    size: Tuple[int, int] = (224, 224)
+    arch: object = 'small'
+    mode: str = 'num_clusters'
+    impl: str = 'fast'
+    task: str = 'infer'
+    batch: int = 1
+    with_cp: bool = False
+    device: str = 'cpu'
+    threads: int = 2
+    warmup: int = 1
+    repeats: int = 3
+    check_diff: bool = True
+
+    @property
+    def name(self) -> str:
+        if self.model != 'secvit':
+            name = self.model
+        else:
+            arch = self.arch if isinstance(self.arch, str) else 'custom'
+            name = f'secvit-{arch[0]} {self.mode} {self.impl}'
+        if self.with_cp:
+            name += ' with_cp'
+        return name
+
+
+@dataclass
+class Result:
+    """What a case measured; times in seconds, memory in MiB."""
+    case: Case
+    times: List[float] = field(default_factory=list)
+    peak_mem_mib: float = float('nan')
+    max_abs_diff: Optional[float] = None
+    error: Optional[str] = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times) if self.times else float('nan')
+
+    @property
+    def spread(self) -> Tuple[float, float]:
+        if not self.times:
+            return float('nan'), float('nan')
+        return min(self.times), max(self.times)
+
+
+def build_backbone(case: Case) -> torch.nn.Module:
+    """The backbone of a case, with weights at a trained network's scale
+    (near-uniform attention from the default init would hide differences
+    between the fast and the reference path)."""
+    if case.model == 'swin-t':
+        from mmdet.models.backbones import SwinTransformer
+
+        # mmdet's defaults are Swin-T: 96 channels, depths (2, 2, 6, 2).
+        return SwinTransformer(with_cp=case.with_cp)
+    if case.model != 'secvit':
+        raise ValueError(f"Unknown model {case.model!r}; use 'secvit' or "
+                         "'swin-t'.")
+    from mmsecvit.models import SecViT
+    from mmsecvit.testing.weights import randomize_weights
+    model = SecViT(
+        arch=case.arch,
+        cluster_mode=case.mode,
+        with_cp=case.with_cp,
+        drop_path_rate=0.)
+    return randomize_weights(model, seed=0)
+
+
+def _peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def _max_abs_diff(a: Sequence[torch.Tensor],
+                  b: Sequence[torch.Tensor]) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a, b))
+
+
+def run_case(case: Case) -> Result:
+    """Measure a case in this process."""
+    from .reference_attention import use_reference_attention
+    torch.set_num_threads(case.threads)
+    torch.manual_seed(0)
+    result = Result(case)
+    device = torch.device(case.device)
+    model = build_backbone(case).to(device)
+    train = case.task == 'train'
+    model.train(train)
+    x = torch.rand(case.batch, 3, *case.size, device=device)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _peak_rss_mib()
+
+    def step():
+        if train:
+            outs = model(x)
+            sum(out.sum() for out in outs).backward()
+            model.zero_grad(set_to_none=True)
+            return None
+        with torch.no_grad():
+            return model(x)
+
+    reference = case.model == 'secvit' and case.impl == 'reference'
+    if case.impl not in IMPLS:
+        raise ValueError(f'Unknown impl {case.impl!r}; use one of {IMPLS}.')
+    if reference:
+        context = use_reference_attention()
+    else:
+        from contextlib import nullcontext
+        context = nullcontext()
+    with context:
+        for _ in range(case.warmup):
+            outs = step()
+        for _ in range(case.repeats):
+            _sync(case.device)
+            start = time.perf_counter()
+            outs = step()
+            _sync(case.device)
+            result.times.append(time.perf_counter() - start)
+    if device.type == 'cuda':
+        result.peak_mem_mib = (torch.cuda.max_memory_allocated() -
+                               base) / 2**20
+    else:
+        result.peak_mem_mib = _peak_rss_mib() - base
+    if reference and case.check_diff and not train:
+        if outs is None:
+            outs = step()
+        result.max_abs_diff = _max_abs_diff(outs, step())
+    return result
+
+
+def measure_in_subprocess(case: Case, timeout: float = 3600) -> Result:
+    """Measure a case in a fresh Python process (clean peak memory)."""
+    cmd = [sys.executable, '-m', 'mmsecvit.utils.benchmark',
+           json.dumps(asdict(case))]
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    env['PYTHONPATH'] = os.pathsep.join(
+        [root] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        return Result(case, error=proc.stderr.strip().splitlines()[-1]
+                      if proc.stderr.strip() else f'exit {proc.returncode}')
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return Result(
+        case,
+        times=data['times'],
+        peak_mem_mib=data['peak_mem_mib'],
+        max_abs_diff=data['max_abs_diff'])
+
+
+def _case_from_json(text: str) -> Case:
+    data = json.loads(text)
+    data['size'] = tuple(data['size'])
+    return Case(**data)
+
+
+def format_table(results: Sequence[Result]) -> str:
+    """A markdown table of results, grouped by task and size, with each
+    latency relative to the first row of its group."""
+    header = ('| task | input | batch | backbone | median (s) | min-max (s) '
+              '| rel. to first row | peak mem (MiB) | max abs diff |\n'
+              '|---|---|---|---|---|---|---|---|---|\n')
+    rows = []
+    firsts: Dict[tuple, float] = {}
+    for r in results:
+        c = r.case
+        key = (c.task, tuple(c.size), c.batch)
+        size = f'{c.size[0]}x{c.size[1]}'
+        if r.error:
+            error = r.error.replace('|', '/')[:100]
+            rows.append(f'| {c.task} | {size} | {c.batch} | {c.name} | '
+                        f'failed: {error} | | | | |')
+            continue
+        first = firsts.setdefault(key, r.median)
+        low, high = r.spread
+        diff = '' if r.max_abs_diff is None else f'{r.max_abs_diff:.1e}'
+        rows.append(f'| {c.task} | {size} | {c.batch} | {c.name} | '
+                    f'{r.median:.3f} | {low:.3f}-{high:.3f} | '
+                    f'{r.median / first:.2f}x | {r.peak_mem_mib:.0f} | '
+                    f'{diff} |')
+    return header + '\n'.join(rows) + '\n'
+
+
+def plot_results(results: Sequence[Result], path: str) -> None:
+    """Bar chart of the median inference latencies per input size."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in results if not r.error]
+    sizes = sorted({(r.case.task, tuple(r.case.size), r.case.batch)
+                    for r in ok})
+    fig, axes = plt.subplots(
+        1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
+    for ax, (task, size, batch) in zip(axes[0], sizes):
+        group = [r for r in ok if (r.case.task, tuple(r.case.size),
+                                   r.case.batch) == (task, size, batch)]
+        names = [r.case.name for r in group]
+        medians = [r.median for r in group]
+        errors = [[r.median - r.spread[0] for r in group],
+                  [r.spread[1] - r.median for r in group]]
+        ax.barh(names, medians, xerr=errors, color='tab:blue')
+        ax.set_title(f'{task} {size[0]}x{size[1]}, batch {batch}')
+        ax.set_xlabel('seconds (median, min-max)')
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """'800x1333' -> (800, 1333); '224' -> (224, 224)."""
+    try:
+        parts = [int(v) for v in text.lower().split('x')]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise ValueError(f'Bad input size {text!r}; write HxW, e.g. '
+                         '800x1333, or one number for a square.')
+    return parts[0], parts[1]
+
+
+def build_cases(archs: Sequence[object],
+                sizes: Sequence[Tuple[int, int]],
+                modes: Sequence[str] = MODES,
+                impls: Sequence[str] = IMPLS,
+                swin: bool = True,
+                train_sizes: Sequence[Tuple[int, int]] = (),
+                train_batch: int = 2,
+                **common) -> List[Case]:
+    """All cases of a benchmark run, in table order.
+
+    For every size: Swin-T first (the yardstick of the relative column),
+    then every SecViT arch in every mode with every attention. For every
+    training size: Swin-T, SecViT in every mode with and without
+    activation checkpointing (the fast attention only).
+
+    Args:
+        archs: SecViT archs (names or dicts).
+        sizes: Inference input sizes.
+        modes: SecViT cluster modes.
+        impls: 'fast' and/or 'reference'.
+        swin (bool): Include mmdet's Swin-T.
+        train_sizes: Input sizes of the training (memory) cases.
+        train_batch (int): Batch of the training cases.
+        **common: Further :class:`Case` fields (device, threads, warmup,
+            repeats, batch).
+    """
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f'Unknown mode {mode!r}; use one of {MODES}.')
+    for impl in impls:
+        if impl not in IMPLS:
+            raise ValueError(f'Unknown impl {impl!r}; use one of {IMPLS}.')
+    cases = []
+    for size in sizes:
+        if swin:
+            cases.append(Case(model='swin-t', size=size, **common))
+        for arch in archs:
+            for mode in modes:
+                for impl in impls:
+                    cases.append(
+                        Case(size=size, arch=arch, mode=mode, impl=impl,
+                             **common))
+    train_common = dict(common, batch=train_batch)
+    for size in train_sizes:
+        for with_cp in (False, True):
+            if swin:
+                cases.append(Case(model='swin-t', size=size, task='train',
+                                  with_cp=with_cp, **train_common))
+            for arch in archs:
+                for mode in modes:
+                    cases.append(
+                        Case(size=size, arch=arch, mode=mode, task='train',
+                             with_cp=with_cp, **train_common))
+    return cases
+
+
+def run_benchmark(cases: Sequence[Case],
+                  out_file: Optional[str] = None,
+                  plot_file: Optional[str] = None,
+                  in_subprocess: bool = True,
+                  log=print) -> List[Result]:
+    """Measure the cases one after the other and write the markdown table
+    (and the plot) as soon as each result is in."""
+    results = []
+    for i, case in enumerate(cases):
+        log(f'[{i + 1}/{len(cases)}] {case.task} {case.size} {case.name}')
+        result = measure_in_subprocess(case) if in_subprocess \
+            else run_case(case)
+        results.append(result)
+        log(f'    median {result.median:.3f} s, peak '
+            f'{result.peak_mem_mib:.0f} MiB'
+            + (f', error: {result.error}' if result.error else ''))
+        if out_file:
+            with open(out_file, 'w') as f:
+                f.write(format_table(results))
+    if plot_file:
+        plot_results(results, plot_file)
+    return results
+
+
+if __name__ == '__main__':
+    # The worker side of measure_in_subprocess.
+    result = run_case(_case_from_json(sys.argv[1]))
+    print(
+        json.dumps(
+            dict(
+                times=result.times,
+                peak_mem_mib=result.peak_mem_mib,
+                max_abs_diff=result.max_abs_diff)))

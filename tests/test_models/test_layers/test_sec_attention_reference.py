@@ -1,0 +1,111 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""The fast SEC attention equals the plainly written reference."""
+import pytest
+import torch
+
+from mmsecvit.models import SecViT
+from mmsecvit.models.layers import sec_attention
+from mmsecvit.models.layers.rope import apply_rope, rotate_pairs
+from mmsecvit.models.layers.sec_attention import (clustered_attention,
+                                                  resolve_cluster_length,
+                                                  sec_order)
+from mmsecvit.testing.weights import randomize_weights
+from mmsecvit.utils.reference_attention import (
+    reference_clustered_attention, reference_sec_order,
+    use_reference_attention)
+
+SMALL_ARCH = dict(
+    embed_dims=[32, 64, 128, 256],
+    depths=[1, 1, 1, 1],
+    num_heads=[1, 2, 4, 8],
+    num_clusters=[4, 2, 2, -1])
+
+
+def random_qkv(num_tokens, heads=3, dims=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(2, heads, num_tokens, dims, generator=gen,
+                    dtype=torch.float64) for _ in range(3)
+    ]
+
+
+@pytest.mark.parametrize('mode', ['num_clusters', 'cluster_size'])
+@pytest.mark.parametrize('num_tokens', [64, 70, 97, 5])
+def test_fast_attention_equals_reference(mode, num_tokens):
+    q, k, v = random_qkv(num_tokens)
+    length = resolve_cluster_length(num_tokens, 4, mode, cluster_size=9)
+    fast = clustered_attention(q, k, v, length)
+    reference = reference_clustered_attention(q, k, v, length)
+    torch.testing.assert_close(fast, reference, rtol=0, atol=1e-12)
+
+
+def test_global_attention_equals_reference():
+    q, k, v = random_qkv(50)
+    torch.testing.assert_close(
+        clustered_attention(q, k, v, 50),
+        reference_clustered_attention(q, k, v, 50),
+        rtol=0,
+        atol=1e-12)
+
+
+def test_padded_keys_are_masked_in_the_reference():
+    # 10 tokens in clusters of 4: the last cluster holds 2 real tokens.
+    # Unmasked zero-padded keys would get weight in the softmax; with the
+    # mask, the last cluster equals attention among its 2 tokens alone.
+    q, k, v = random_qkv(10, heads=1)
+    order = reference_sec_order(k)
+    out = reference_clustered_attention(q, k, v, 4, order)
+    last = order[..., 8:]
+    index = last[..., None].expand(-1, -1, -1, q.shape[-1])
+    qs, ks, vs = (t.gather(2, index) for t in (q, k, v))
+    alone = torch.softmax(qs @ ks.transpose(-1, -2) * q.shape[-1]**-0.5,
+                          dim=-1) @ vs
+    torch.testing.assert_close(out.gather(2, index), alone, rtol=0,
+                               atol=1e-12)
+
+
+def test_fast_ranking_equals_reference_ranking():
+    _, k, _ = random_qkv(200)
+    assert torch.equal(sec_order(k), reference_sec_order(k))
+
+
+def test_fast_rope_equals_plain_rotation():
+    x, sin, cos = random_qkv(30, heads=1)
+    plain = x * cos + rotate_pairs(x) * sin
+    torch.testing.assert_close(apply_rope(x, sin, cos), plain, rtol=0, atol=0)
+
+
+def test_fast_attention_gradients_equal_reference():
+    q, k, v = (t.requires_grad_() for t in random_qkv(37))
+    order = sec_order(k.detach())
+    grads = []
+    for attention in (clustered_attention, reference_clustered_attention):
+        out = attention(q, k, v, 8, order)
+        grads.append(torch.autograd.grad((out * out).sum(), (q, k, v)))
+    for fast, reference in zip(*grads):
+        torch.testing.assert_close(fast, reference, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize('mode', ['num_clusters', 'cluster_size'])
+def test_backbone_fast_path_equals_reference_path(mode):
+    # 72x100 gives maps of 18x25, 9x13, 5x7 and 3x4 tokens: none divides
+    # into the clusters evenly.
+    model = SecViT(arch=SMALL_ARCH, cluster_mode=mode, cluster_size=20)
+    model = randomize_weights(model.double(), seed=1).eval()
+    x = torch.rand(2, 3, 72, 100, dtype=torch.float64,
+                   generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fast = model(x)
+        with use_reference_attention():
+            reference = model(x)
+    for a, b in zip(fast, reference):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_reference_swap_is_undone_after_the_context():
+    fast = sec_attention.clustered_attention_packed
+    with pytest.raises(RuntimeError):
+        with use_reference_attention():
+            assert sec_attention.clustered_attention_packed is not fast
+            raise RuntimeError('leave the context through an error')
+    assert sec_attention.clustered_attention_packed is fast

@@ -1,0 +1,80 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""The benchmark tool measures, compares and reports (no timing asserts)."""
+import json
+import os.path as osp
+import runpy
+import sys
+
+import pytest
+
+from mmsecvit.utils.benchmark import (Case, Result, build_cases,
+                                      format_table, parse_size)
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOL = osp.join(REPO_ROOT, 'tools', 'analysis_tools', 'benchmark.py')
+SMALL_ARCH = dict(
+    embed_dims=[32, 64, 128, 256],
+    depths=[1, 1, 1, 1],
+    num_heads=[1, 2, 4, 8],
+    num_clusters=[4, 2, 2, -1])
+
+
+def test_tool_writes_a_table_comparing_fast_and_reference(
+        tmp_path, monkeypatch):
+    out = tmp_path / 'table.md'
+    plot = tmp_path / 'plot.png'
+    monkeypatch.setattr(sys, 'argv', [
+        TOOL, '--archs', json.dumps(SMALL_ARCH), '--sizes', '40x56',
+        '--modes', 'num_clusters', '--no-swin', '--warmup', '0',
+        '--repeats', '1', '--out', str(out), '--plot', str(plot)
+    ])
+    runpy.run_path(TOOL, run_name='__main__')
+    rows = [line for line in out.read_text().splitlines()
+            if line.startswith('| infer')]
+    assert len(rows) == 2
+    assert 'num_clusters fast' in rows[0]
+    assert 'num_clusters reference' in rows[1]
+    assert 'failed' not in out.read_text()
+    # The reference row reports how far its outputs are from the fast path.
+    diff = float(rows[1].strip('| ').split('|')[-1])
+    assert diff < 1e-4
+    assert plot.stat().st_size > 0
+
+
+def test_build_cases_puts_swin_first_and_adds_training_cases():
+    cases = build_cases(['small'], [(224, 224)], train_sizes=[(64, 64)])
+    assert cases[0].model == 'swin-t'
+    infer = [c for c in cases if c.task == 'infer']
+    assert len(infer) == 1 + 2 * 2  # Swin-T, 2 modes x 2 attentions
+    train = [c for c in cases if c.task == 'train']
+    assert {c.with_cp for c in train} == {False, True}
+    assert all(c.batch == 2 and c.impl == 'fast' for c in train)
+
+
+def test_build_cases_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match='Unknown mode'):
+        build_cases(['small'], [(224, 224)], modes=['clusters'])
+
+
+@pytest.mark.parametrize('text, size', [('800x1333', (800, 1333)),
+                                        ('224', (224, 224))])
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+def test_parse_size_explains_a_bad_size():
+    with pytest.raises(ValueError, match='HxW'):
+        parse_size('800by1333')
+
+
+def test_table_shows_failures_and_ratios_to_the_first_row():
+    results = [
+        Result(Case(model='swin-t'), times=[2.0, 1.0, 3.0],
+               peak_mem_mib=10),
+        Result(Case(), times=[4.0], peak_mem_mib=20, max_abs_diff=None),
+        Result(Case(impl='reference'), error='out of memory'),
+    ]
+    table = format_table(results)
+    assert '| 2.000 | 1.000-3.000 | 1.00x |' in table
+    assert '| 2.00x |' in table
+    assert 'failed: out of memory' in table

@@ -1,0 +1,83 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Latency and peak memory of the SecViT backbones against a plainly
+written SEC attention and mmdet's Swin-T, side by side in one run.
+
+Every case runs in a fresh process (see :mod:`mmsecvit.utils.benchmark` for
+how memory is measured). Writes a markdown table and a bar chart.
+
+Examples:
+    # The figures of docs/benchmark.md (CPU, 2 threads; long):
+    python tools/analysis_tools/benchmark.py --archs s \
+        --sizes 224x224 512x512 800x1333 --train-sizes 800x1333 \
+        --out docs/benchmark_results.md --plot docs/benchmark.png
+    # All archs, fast attention only, on a GPU:
+    python tools/analysis_tools/benchmark.py --device cuda --archs t s b l \
+        --impls fast --repeats 20 --warmup 5
+"""
+import argparse
+import json
+
+from mmsecvit.utils.benchmark import (IMPLS, MODES, build_cases,
+                                      parse_size, run_benchmark)
+
+
+def parse_arch(text):
+    """An arch name, or a JSON dict for a custom arch."""
+    return json.loads(text) if text.lstrip().startswith('{') else text
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--archs', nargs='+', type=parse_arch, default=['small'],
+        help='SecViT archs: tiny small base large (or t s b l), or a JSON '
+        'dict with embed_dims, depths, num_heads, num_clusters')
+    parser.add_argument(
+        '--sizes', nargs='+', type=parse_size,
+        default=[(224, 224), (512, 512), (800, 1333)],
+        help='inference input sizes, HxW')
+    parser.add_argument(
+        '--train-sizes', nargs='*', type=parse_size, default=[],
+        help='input sizes of training cases (forward + backward, '
+        'with and without activation checkpointing)')
+    parser.add_argument('--train-batch', type=int, default=2)
+    parser.add_argument('--modes', nargs='+', default=list(MODES),
+                        choices=MODES)
+    parser.add_argument('--impls', nargs='+', default=list(IMPLS),
+                        choices=IMPLS)
+    parser.add_argument('--no-swin', action='store_true',
+                        help="leave out mmdet's Swin-T")
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--device', default='cpu', help='cpu or cuda')
+    parser.add_argument('--threads', type=int, default=2,
+                        help='torch.set_num_threads for CPU runs')
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--out', default='docs/benchmark_results.md',
+                        help='markdown table to write')
+    parser.add_argument('--plot', default='docs/benchmark.png',
+                        help='PNG bar chart to write ("" for none)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cases = build_cases(
+        args.archs,
+        args.sizes,
+        modes=args.modes,
+        impls=args.impls,
+        swin=not args.no_swin,
+        train_sizes=args.train_sizes,
+        train_batch=args.train_batch,
+        batch=args.batch,
+        device=args.device,
+        threads=args.threads,
+        warmup=args.warmup,
+        repeats=args.repeats)
+    run_benchmark(cases, args.out, args.plot or None)
+    print(f'Table written to {args.out}')
+
+
+if __name__ == '__main__':
+    main()

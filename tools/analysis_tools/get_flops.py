@@ -1,0 +1,77 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""FLOPs and parameters of SecViT backbones or of whole models.
+
+Counts with mmengine's FlopAnalyzer plus a handle for
+``scaled_dot_product_attention`` (SecViT's attention matmuls), one
+multiply-add counted as one FLOP; see :mod:`mmsecvit.utils.flops`.
+
+Examples:
+    # Backbones at 224x224, next to the paper's figures:
+    python tools/analysis_tools/get_flops.py --archs t s b l --size 224
+    # A whole detector (pretrained weights are not loaded):
+    python tools/analysis_tools/get_flops.py \
+        --config configs/maskrcnn_secvit_s.py --size 800x1344
+"""
+import argparse
+import json
+
+from mmengine.config import DictAction
+
+from mmsecvit.utils.benchmark import parse_size
+from mmsecvit.utils.flops import backbone_flops, model_flops
+
+# GFLOPs at 224x224 in the SecViT paper (arXiv 2405.13337, Table 1).
+PAPER_GFLOPS = {'tiny': 2.5, 'small': 4.4, 'base': 9.7, 'large': 18.1}
+FULL_NAMES = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--archs', nargs='+', default=['tiny', 'small', 'base', 'large'],
+        help='SecViT archs (t s b l or full names), or JSON dicts')
+    parser.add_argument('--config', help='count a whole model instead')
+    parser.add_argument('--size', type=parse_size, default=(224, 224),
+                        help='input HxW')
+    parser.add_argument('--cluster-mode', default='num_clusters',
+                        choices=['num_clusters', 'cluster_size'])
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='overrides of the config, key=value')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    h, w = args.size
+    if args.config:
+        result = model_flops(args.config, args.size, args.cfg_options)
+        without = model_flops(args.config, args.size, args.cfg_options,
+                              count_attention=False)
+        print(f'{args.config} at {h}x{w}')
+        print(f'  total    {result["total"] / 1e9:.1f} GFLOPs '
+              f'({without["total"] / 1e9:.1f} without attention matmuls)')
+        print(f'  backbone {result["backbone"] / 1e9:.1f} GFLOPs')
+        print(f'  params   {result["params"] / 1e6:.1f} M')
+        return
+    print(f'| arch | input | params (M) | GFLOPs | GFLOPs without '
+          f'attention matmuls | paper GFLOPs (224x224) |')
+    print('|---|---|---|---|---|---|')
+    for arch in args.archs:
+        if arch.lstrip().startswith('{'):
+            arch = json.loads(arch)
+            name = 'custom'
+        else:
+            name = FULL_NAMES.get(arch.lower(), arch.lower())
+        result = backbone_flops(arch, args.size,
+                                cluster_mode=args.cluster_mode)
+        without = backbone_flops(arch, args.size, count_attention=False,
+                                 cluster_mode=args.cluster_mode)
+        paper = PAPER_GFLOPS.get(name, '')
+        print(f'| {name} | {h}x{w} | {result["params"] / 1e6:.2f} | '
+              f'{result["total"] / 1e9:.3f} | {without["total"] / 1e9:.3f} '
+              f'| {paper} |')
+
+
+if __name__ == '__main__':
+    main()
