@@ -51,8 +51,9 @@ class Case:
         threads (int): CPU threads (``torch.set_num_threads``).
         warmup (int): Untimed runs before the timed ones.
         repeats (int): Timed runs.
-        check_diff (bool): For the reference impl, also run the fast path
-            once and report the largest absolute difference of the outputs.
+        check_diff (bool): For the reference impl, run one more forward
+            in which every attention is computed both ways on the same
+            inputs and report the largest absolute difference.
     """
     model: str = 'secvit'
     size: Tuple[int, int] = (224, 224)
@@ -186,10 +187,39 @@ def run_case(case: Case) -> Result:
     else:
         result.peak_mem_mib = _peak_rss_mib() - base
     if reference and case.check_diff and not train:
-        if outs is None:
-            outs = step()
-        result.max_abs_diff = _max_abs_diff(outs, step())
+        result.max_abs_diff = _attention_diff(model, x)
     return result
+
+
+def _attention_diff(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Largest absolute difference between the reference and the fast
+    attention over one forward, both fed the same q, k, v and ranking in
+    every block.
+
+    Whole-network outputs are no fair comparison in float32: a rounding
+    difference in one block can move a token across a cluster boundary of
+    the next block's ranking and change its output by 1e-2 or more, with
+    both paths correct (in float64 they agree to 1e-10, see the tests).
+    """
+    from mmsecvit.models.layers import sec_attention
+
+    from .reference_attention import _reference_packed
+    fast = sec_attention.clustered_attention_packed
+    diffs = []
+
+    def both(qkv, cluster_length, order=None):
+        out = _reference_packed(qkv, cluster_length, order)
+        diffs.append(
+            float((out - fast(qkv, cluster_length, order)).abs().max()))
+        return out
+
+    sec_attention.clustered_attention_packed = both
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        sec_attention.clustered_attention_packed = fast
+    return max(diffs)
 
 
 def measure_in_subprocess(case: Case, timeout: float = 3600) -> Result:

@@ -35,7 +35,7 @@ def test_tool_writes_a_table_comparing_fast_and_reference(
     assert 'num_clusters fast' in rows[0]
     assert 'num_clusters reference' in rows[1]
     assert 'failed' not in out.read_text()
-    # The reference row reports how far its outputs are from the fast path.
+    # The reference row reports how far its attention is from the fast one.
     diff = float(rows[1].strip('| ').split('|')[-1])
     assert diff < 1e-4
     assert plot.stat().st_size > 0

@@ -33,7 +33,7 @@ def parse_args(argv=None):
         help='SecViT archs: tiny small base large (or t s b l), or a JSON '
         'dict with embed_dims, depths, num_heads, num_clusters')
     parser.add_argument(
-        '--sizes', nargs='+', type=parse_size,
+        '--sizes', nargs='*', type=parse_size,
         default=[(224, 224), (512, 512), (800, 1333)],
         help='inference input sizes, HxW')
     parser.add_argument(
