@@ -18,9 +18,14 @@ else
     bash tools/install.sh --tests
 fi
 
-echo "[mmsecvit tests] python -m pytest tests $*"
+# The whole suite unless the arguments name test paths of their own.
+targets=(tests)
+for arg in "$@"; do
+    if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then targets=(); break; fi
+done
+echo "[mmsecvit tests] python -m pytest ${targets[*]+${targets[*]}} $*"
 status=0
-"$PYTHON" -m pytest tests "$@" || status=$?
+"$PYTHON" -m pytest "${targets[@]+"${targets[@]}"}" "$@" || status=$?
 if [[ $status == 5 ]]; then
     # pytest's "no tests were collected": a suite that ran nothing has not
     # passed (a wrong path, a -k that matches nothing, an import-time skip).
