@@ -10,7 +10,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from mmsecvit.utils.data_check import check_dataset_paths
+from mmsecvit.utils import check_dataset_paths, check_pretrained_paths
 from mmsecvit.utils.tool_utils import (build_runner, enable_amp,
                                        enable_auto_scale_lr, load_config,
                                        register_codebase, set_resume)
@@ -68,6 +68,7 @@ def main():
         cfg = load_config(args.config, args.cfg_options, args.work_dir,
                           args.launcher)
         check_dataset_paths(cfg, splits=('train', 'val'))
+        check_pretrained_paths(cfg)
         register_codebase(cfg)
         if args.amp:
             enable_amp(cfg)
