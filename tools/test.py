@@ -9,13 +9,13 @@ import argparse
 import os
 import sys
 
-from mmengine.config import DictAction
-
 from mmsecvit.utils.data_check import check_dataset_paths
-from mmsecvit.utils.tool_utils import (build_runner,
+from mmsecvit.utils.tool_utils import (add_cfg_options_argument,
+                                       add_launcher_arguments, build_runner,
                                        enable_tta, enable_visualization,
-                                       load_config, register_codebase,
-                                       results_dump_metric, set_seg_output_dir)
+                                       export_local_rank, load_config,
+                                       register_codebase, results_dump_metric,
+                                       set_seg_output_dir)
 
 
 def parse_args():
@@ -40,29 +40,12 @@ def parse_args():
         'path is saved under work_dir/timestamp/')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
+    add_cfg_options_argument(parser)
+    add_launcher_arguments(parser)
     parser.add_argument(
         '--tta', action='store_true', help='test-time augmentation')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or
-    # --local_rank (older) to the script.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
     return args
 
 

@@ -5,14 +5,13 @@ Example:
     python tools/train.py configs/demo/mask-rcnn_secvit-s_fpn_demo-coco.py
 """
 import argparse
-import os
 import sys
 
-from mmengine.config import DictAction
-
 from mmsecvit.utils import check_dataset_paths, check_pretrained_paths
-from mmsecvit.utils.tool_utils import (build_runner, enable_amp,
-                                       enable_auto_scale_lr, load_config,
+from mmsecvit.utils.tool_utils import (add_cfg_options_argument,
+                                       add_launcher_arguments, build_runner,
+                                       enable_amp, enable_auto_scale_lr,
+                                       export_local_rank, load_config,
                                        register_codebase, set_resume)
 
 
@@ -38,27 +37,10 @@ def parse_args():
         action='store_true',
         help='scale the learning rate by the total batch size, relative to '
         "the config's auto_scale_lr.base_batch_size")
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or
-    # --local_rank (older) to the script.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_cfg_options_argument(parser)
+    add_launcher_arguments(parser)
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
     return args
 
 

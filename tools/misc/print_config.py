@@ -8,7 +8,9 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from mmsecvit.utils.tool_utils import add_cfg_options_argument
 
 
 def parse_args():
@@ -18,16 +20,7 @@ def parse_args():
         '--save-path',
         default=None,
         help='save the whole config to this file (.py, .json or .yml)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
+    add_cfg_options_argument(parser)
     args = parser.parse_args()
     if args.save_path is not None and not args.save_path.endswith(
             ('.py', '.json', '.yml', '.yaml')):
