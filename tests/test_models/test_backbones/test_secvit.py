@@ -168,10 +168,12 @@ def test_paper_mode_keeps_the_number_of_clusters():
 
 
 def test_out_norm_false_returns_raw_stage_outputs():
-    model = small_model(out_norm=False).eval()
+    # float64: memory layouts differ between the two paths, and a rounding
+    # difference can move a token to another cluster in float32.
+    model = small_model(out_norm=False).double().eval()
     assert not any(name.startswith('norm') for name, _ in
                    model.named_parameters())
-    x = torch.rand(1, 3, 64, 64)
+    x = torch.rand(1, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         raw = model(x)
         stem = model.patch_embed(x)
@@ -271,7 +273,7 @@ def test_default_init_follows_the_authors():
     model.init_weights()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     weights = torch.cat([m.weight.flatten() for m in convs])
-    assert weights.std() == pytest.approx(0.02, rel=0.1)
+    assert weights.std().item() == pytest.approx(0.02, rel=0.1)
     assert all((m.bias == 0).all() for m in convs if m.bias is not None)
 
 

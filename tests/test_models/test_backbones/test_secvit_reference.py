@@ -23,10 +23,10 @@ from make_secvit_reference_fixtures import make_input  # noqa: E402
 
 FIXTURES = torch.load(DATA / 'secvit_reference.pth', weights_only=True)
 # Both clustering modes coincide where every clustered stage has 98 tokens
-# per cluster: 224x224 for the released archs.
+# per cluster: 224x224 for the released archs. Checked on tiny and small:
+# base and large take the same code path at a higher cost.
 CASES = [(name, 'num_clusters') for name in FIXTURES['cases']] + [
-    (name, 'cluster_size') for name in FIXTURES['cases']
-    if name.endswith('_224')
+    (name, 'cluster_size') for name in ('tiny_224', 'small_224')
 ]
 
 
