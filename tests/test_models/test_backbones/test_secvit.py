@@ -46,8 +46,15 @@ def test_parameter_count_matches_the_authors_models(arch):
 
 def test_arch_aliases_and_registry():
     assert SecViT(arch='s').arch_settings == SecViT(arch='small').arch_settings
-    model = MODELS.build(dict(type='SecViT', arch=SMALL_ARCH))
+    # The scoped name works from any registry and any default scope, as
+    # mmdet/mmseg configs use it.
+    model = MODELS.build(dict(type='mmsecvit.SecViT', arch=SMALL_ARCH))
     assert isinstance(model, SecViT)
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmseg.registry import MODELS as SEG_MODELS
+    for registry in (DET_MODELS, SEG_MODELS):
+        model = registry.build(dict(type='mmsecvit.SecViT', arch=SMALL_ARCH))
+        assert isinstance(model, SecViT)
 
 
 @pytest.mark.parametrize('arch, message', [
