@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .rope import signed_sin, swap_pairs
+from .rope import apply_rope
 
 CLUSTER_MODES = ('num_clusters', 'cluster_size')
 
@@ -97,7 +97,7 @@ def rope_qk(qkv: torch.Tensor, sin: torch.Tensor,
         k rotated and v copied.
     """
     qk = qkv[..., :2, :]  # (B, h, N, 2, d)
-    rotated = qk * cos[:, None] + swap_pairs(qk) * signed_sin(sin)[:, None]
+    rotated = apply_rope(qk, sin[:, None], cos[:, None])
     return torch.cat([rotated, qkv[..., 2:, :]], dim=-2)
 
 
