@@ -5,8 +5,8 @@
 # tool runs). Other ways to choose the weights of a single run:
 #   --cfg-options model.backbone.init_cfg.checkpoint=/path/to/secvit_s.pth
 #   --cfg-options model.backbone.init_cfg=None      (train from scratch)
-# A missing file stops training when the backbone initialises its weights,
-# with a message naming the path it looked for.
+# tools/train.py stops before building anything when the file is missing,
+# naming the path it looked for and these fixes.
 secvit_checkpoints = dict(
     tiny='{{$MMSECVIT_PRETRAINED_DIR:checkpoints}}/secvit_t_in1k.pth',
     small='{{$MMSECVIT_PRETRAINED_DIR:checkpoints}}/secvit_s_in1k.pth',
