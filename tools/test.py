@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from mmsecvit.engine import shutdown_distributed
 from mmsecvit.utils.data_check import check_dataset_paths
 from mmsecvit.utils.tool_utils import (add_cfg_options_argument,
                                        add_launcher_arguments, build_runner,
@@ -83,6 +84,9 @@ def main():
     if dump_metric is not None:
         runner.test_evaluator.metrics.append(dump_metric)
     runner.test()
+    # Every rank got here: tear the process group down while Python is
+    # still whole (a gloo group left to the exit can abort the process).
+    shutdown_distributed(barrier=True)
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ Example:
 import argparse
 import sys
 
+from mmsecvit.engine import shutdown_distributed
 from mmsecvit.utils import check_dataset_paths, check_pretrained_paths
 from mmsecvit.utils.tool_utils import (add_cfg_options_argument,
                                        add_launcher_arguments, build_runner,
@@ -65,6 +66,9 @@ def main():
 
     runner = build_runner(cfg, args.launcher)
     runner.train()
+    # Every rank got here: tear the process group down while Python is
+    # still whole (a gloo group left to the exit can abort the process).
+    shutdown_distributed(barrier=True)
 
 
 if __name__ == '__main__':

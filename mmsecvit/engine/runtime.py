@@ -6,8 +6,9 @@
 distributed training, SyncBN, mixed precision) and makes checkpointing and
 resuming safe. Each step is a small function that logs what it changed.
 """
-import os
+import atexit
 import logging
+import os
 import os.path as osp
 import re
 from datetime import timedelta
@@ -38,6 +39,9 @@ def prepare_runtime(cfg: Config, launcher: str = 'none') -> Config:
     - Distributed launch without CUDA: a gloo process group is initialised
       here (MMEngine's ``init_dist`` calls ``torch.cuda.set_device``) and the
       model is wrapped by :class:`DeviceAwareDistributedDataParallel`.
+    - Distributed launch: the process group is destroyed at exit
+      (:func:`shutdown_distributed`), so that no rank aborts while the
+      interpreter shuts down.
     - Without CUDA, SyncBN in ``cfg.model`` becomes BN (with a warning).
     - ``AmpOptimWrapper``: bfloat16 where supported, fp16 with dynamic loss
       scaling otherwise; on CPU :class:`BF16AutocastOptimWrapper`.
@@ -54,8 +58,14 @@ def prepare_runtime(cfg: Config, launcher: str = 'none') -> Config:
         mmengine.Config: ``cfg``.
     """
     cuda = torch.cuda.is_available()
-    if launcher != 'none' and not cuda:
-        setup_cpu_distributed(cfg)
+    if launcher != 'none':
+        # Registered before any process group exists (MMEngine's Runner
+        # makes it on GPU), run at exit while the interpreter is still whole;
+        # once per process however often the runtime is prepared.
+        atexit.unregister(shutdown_distributed)
+        atexit.register(shutdown_distributed)
+        if not cuda:
+            setup_cpu_distributed(cfg)
     if not cuda:
         convert_sync_bn(cfg)
     select_amp(cfg, cuda)
@@ -97,6 +107,31 @@ def setup_cpu_distributed(cfg: Config) -> None:
     _log(f'no CUDA: gloo process group (rank {torch_dist.get_rank()} of '
          f'{torch_dist.get_world_size()}), model wrapper '
          f'{cfg.model_wrapper_cfg.type}')
+
+
+def shutdown_distributed(barrier: bool = False) -> None:
+    """Destroy the default process group, if this process has one.
+
+    A process that exits with its process group alive can abort during
+    interpreter finalisation: gloo's worker threads still hold work objects
+    whose tensors need the GIL, and the C++ runtime terminates the process
+    ("terminate called without an active exception", SIGABRT; see
+    pytorch/pytorch#179291). ``torch.distributed.run`` then reports a
+    finished run as failed and stops the other ranks. The tools call this
+    after a run and :func:`prepare_runtime` registers it with ``atexit`` for
+    every other way out.
+
+    Args:
+        barrier (bool): Wait for every rank first, so that no rank tears
+            its group down while another one still talks to it. Only for a
+            run that ended normally: after an error the other ranks may
+            never arrive. Defaults to False.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    if barrier:
+        torch_dist.barrier()
+    torch_dist.destroy_process_group()
 
 
 def convert_sync_bn(cfg: Config) -> None:

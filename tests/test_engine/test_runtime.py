@@ -1,6 +1,8 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-"""``prepare_runtime``: config adaptations that need no process group."""
+"""``prepare_runtime``: config adaptations, and the process group's end."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -89,3 +91,48 @@ def test_resume_from_corrupt_file_fails_before_training(tmp_path):
     path.write_bytes(b'\x80\x02 truncated')
     with pytest.raises(CheckpointLoadError, match='epoch_3.pth'):
         prepare_runtime(Config(dict(resume=True, load_from=str(path))))
+
+
+# A rank that leaves its gloo process group to the interpreter's exit can
+# abort there (SIGABRT); prepare_runtime must make the exit destroy it. The
+# handler registered first runs last, so it sees the state at the very end.
+_EXIT_SCRIPT = """
+import atexit
+import torch.distributed as dist
+from mmengine.config import Config
+from mmsecvit.engine import prepare_runtime
+
+atexit.register(
+    lambda: print('group alive at exit:', dist.is_initialized(), flush=True))
+prepare_runtime(Config(dict(model=dict(type='Toy'))), launcher='pytorch')
+print('group alive after prepare_runtime:', dist.is_initialized(), flush=True)
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU path')
+def test_distributed_launch_destroys_the_process_group_at_exit():
+    from test_distributed_resume import _free_port
+    env = dict(
+        os.environ,
+        RANK='0',
+        LOCAL_RANK='0',
+        WORLD_SIZE='1',
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(_free_port()))
+    result = subprocess.run([sys.executable, '-c', _EXIT_SCRIPT],
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'group alive after prepare_runtime: True' in result.stdout
+    assert 'group alive at exit: False' in result.stdout
+
+
+def test_shutdown_without_a_process_group_does_nothing():
+    import torch.distributed as dist
+
+    from mmsecvit.engine import shutdown_distributed
+    assert not dist.is_initialized()
+    shutdown_distributed(barrier=True)
+    assert not dist.is_initialized()
