@@ -188,10 +188,10 @@ def use_resumable_checkpointing(cfg: Config) -> None:
         hook['type'] = CHECKPOINT_HOOK
         _log(f'checkpoints saved atomically by {CHECKPOINT_HOOK}')
     train_cfg = cfg.get('train_cfg')
+    epoch_loop_types = ('EpochBasedTrainLoop', 'mmengine.EpochBasedTrainLoop')
     if train_cfg is not None and (
-            train_cfg.get('type') in ('EpochBasedTrainLoop',
-                                      'mmengine.EpochBasedTrainLoop') or
-        ('type' not in train_cfg and train_cfg.get('by_epoch', False))):
+            train_cfg.get('type') in epoch_loop_types or
+            ('type' not in train_cfg and train_cfg.get('by_epoch', False))):
         train_cfg.pop('by_epoch', None)
         train_cfg['type'] = EPOCH_LOOP
         _log(f'train loop {EPOCH_LOOP} (resumes mid-epoch)')
@@ -212,7 +212,8 @@ def resolve_checkpoint_to_load(cfg: Config) -> None:
     load_from = cfg.get('load_from')
     if cfg.get('resume', False) and not load_from:
         work_dir = cfg.get('work_dir')
-        latest = find_latest_complete_checkpoint(work_dir) if work_dir else None
+        latest = (find_latest_complete_checkpoint(work_dir)
+                  if work_dir else None)
         if latest is None:
             _log(f'resume: no complete checkpoint in {work_dir}, training '
                  'from scratch', logging.WARNING)

@@ -7,8 +7,9 @@ uninterrupted run.
 ``test_distributed_resume.py`` checks the same with a toy model and a kill
 from inside the training process; here the launcher and both ranks (each
 rank in a session of its own) are killed from outside right after a
-mid-epoch checkpoint is complete, as a node failure would, and the real model, data pipeline (random resize, crop,
-flip), drop path, optimizer and lr schedule of the demo config run.
+mid-epoch checkpoint is complete, as a node failure would, and the real
+model, data pipeline (random resize, crop, flip), drop path, optimizer and
+lr schedule of the demo config run.
 """
 import os
 import os.path as osp

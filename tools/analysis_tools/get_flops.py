@@ -54,8 +54,8 @@ def main(argv=None):
         print(f'  backbone {result["backbone"] / 1e9:.1f} GFLOPs')
         print(f'  params   {result["params"] / 1e6:.1f} M')
         return
-    print(f'| arch | input | params (M) | GFLOPs | GFLOPs without '
-          f'attention matmuls | paper GFLOPs (224x224) |')
+    print('| arch | input | params (M) | GFLOPs | GFLOPs without '
+          'attention matmuls | paper GFLOPs (224x224) |')
     print('|---|---|---|---|---|---|')
     for arch in args.archs:
         if arch.lstrip().startswith('{'):

@@ -9,10 +9,8 @@ import sys
 
 import torch
 
-from mmsecvit.models.backbones.secvit_checkpoint import (infer_arch,
-                                                        read_checkpoint,
-                                                        select_state_dict,
-                                                        strip_classifier)
+from mmsecvit.models.backbones.secvit_checkpoint import (
+    infer_arch, read_checkpoint, select_state_dict, strip_classifier)
 from mmsecvit.utils.checkpoint import atomic_write_bytes
 
 
