@@ -4,7 +4,7 @@
 SEC ranks the tokens of every head by the cosine similarity of their key to
 the mean key of the image, cuts the ranking into equally long chunks and lets
 each chunk attend only to itself. This module does that for any number of
-tokens, in any dtype, with one sort per head, one gather of q, k and v
+tokens, in any dtype, with one sort per head, one row gather of q, k and v
 together, one batched ``scaled_dot_product_attention`` call for the full
 clusters (plus one for a shorter last cluster, when the tokens do not divide)
 and one scatter back.
@@ -88,17 +88,47 @@ def rope_qk(qkv: torch.Tensor, sin: torch.Tensor,
             cos: torch.Tensor) -> torch.Tensor:
     """Apply RoPE to q and k of a packed tensor.
 
+    In float32 and float64 every (even, odd) channel pair of q, k and v is
+    multiplied, as one complex number, by ``cos + i sin`` for q and k and
+    by ``1`` for v: the products and sums of
+    :func:`~mmsecvit.models.layers.rope.apply_rope` and the copy of v in a
+    single pass, which writes its result in the memory order of ``qkv``
+    (no further copy). The products may round the last bit differently from
+    ``apply_rope``; v comes out unchanged (``a * 1 - b * 0 == a`` for every
+    finite value). Other dtypes (bf16 and fp16 under autocast, which have
+    no complex counterpart on every device) take ``apply_rope`` and a
+    concatenation.
+
     Args:
-        qkv (Tensor): Shape (B, heads, N, 3, head_dims); any strides.
+        qkv (Tensor): Shape (B, heads, N, 3, head_dims); the last dimension
+            contiguous.
         sin, cos (Tensor): RoPE tables (N, head_dims).
 
     Returns:
-        Tensor: A contiguous (B, heads, N, 3, head_dims) tensor with q and
-        k rotated and v copied.
+        Tensor: (B, heads, N, 3, head_dims), q and k rotated, v copied; in
+        the memory order of ``qkv`` where the complex path is taken, else
+        contiguous.
     """
-    qk = qkv[..., :2, :]  # (B, h, N, 2, d)
-    rotated = apply_rope(qk, sin[:, None], cos[:, None])
+    if qkv.dtype in (torch.float32, torch.float64) and sin.dtype == qkv.dtype:
+        # Both channels of a pair share one angle (RoPE2d repeats each).
+        rotation = torch.complex(cos[:, 0::2], sin[:, 0::2])  # (N, d/2)
+        table = torch.stack(
+            [rotation, rotation, torch.ones_like(rotation)], dim=1)
+        pairs = torch.view_as_complex(qkv.unflatten(-1, (-1, 2)))
+        return torch.view_as_real(pairs * table).flatten(-2)
+    rotated = apply_rope(qkv[..., :2, :], sin[:, None], cos[:, None])
     return torch.cat([rotated, qkv[..., 2:, :]], dim=-2)
+
+
+def _row_index(order: torch.Tensor, token_major: bool) -> torch.Tensor:
+    """Row of every ranked token in a (B, heads, N, row) tensor flattened
+    to rows: laid out (B, N, heads) if ``token_major``, else (B, heads,
+    N)."""
+    b, h, n = order.shape
+    index = torch.arange(max(b, h), device=order.device)
+    if token_major:
+        return (order + index[:b, None, None] * n) * h + index[None, :h, None]
+    return order + (index[:b, None] * h + index[None, :h]).unsqueeze(-1) * n
 
 
 def clustered_attention_packed(qkv: torch.Tensor,
@@ -109,7 +139,10 @@ def clustered_attention_packed(qkv: torch.Tensor,
 
     Args:
         qkv (Tensor): Shape (B, heads, N, 3, head_dims), q and k after
-            RoPE, contiguous.
+            RoPE. Fastest when its memory is (B, N, heads, 3, head_dims) or
+            (B, heads, N, 3, head_dims) in order, so that the 3 * head_dims
+            values of a token and head form one row; other layouts are
+            copied into the latter first.
         cluster_length (int): Tokens per cluster (the last may be shorter);
             ``>= N`` means global attention.
         order (Tensor, optional): Precomputed :func:`sec_order` of the keys.
@@ -125,24 +158,42 @@ def clustered_attention_packed(qkv: torch.Tensor,
                                               qkv[..., 2, :])
     if order is None:
         order = sec_order(qkv[..., 1, :])
-    # One gather moves q, k and v into cluster order together.
-    qkv = qkv.flatten(3).gather(2, order[..., None].expand(-1, -1, -1, 3 * d))
+    token_major = qkv.transpose(1, 2).is_contiguous()
+    if not (token_major or qkv.is_contiguous()):
+        qkv = qkv.contiguous()
+    rows = qkv.transpose(1, 2) if token_major else qkv
+    rows = rows.reshape(-1, 3 * d)  # a view
+    source = _row_index(order, token_major)
+    target = source if token_major else _row_index(order, token_major=True)
 
+    # The tokens of full clusters first, those of the shorter last cluster
+    # (if any) after them.
     num_full = n // cluster_length
     split = num_full * cluster_length
-    full = qkv[:, :, :split].reshape(b, h * num_full, cluster_length, 3, d)
-    out = F.scaled_dot_product_attention(
-        full[..., 0, :], full[..., 1, :], full[..., 2, :])
-    out = out.reshape(b, h, split, d)
+    parts = [(source[..., :split], target[..., :split], cluster_length)]
     if split < n:
-        rest = qkv[:, :, split:].unflatten(-1, (3, d))  # (B, h, N-split, 3, d)
-        out_rest = F.scaled_dot_product_attention(
-            rest[..., 0, :], rest[..., 1, :], rest[..., 2, :])
-        out = torch.cat([out, out_rest], dim=2)
-    # Back to token order (out[i] belongs to token order[i]), written into a
-    # token-major buffer.
-    restored = out.new_empty(b, n, h, d).transpose(1, 2)
-    return restored.scatter_(2, order[..., None].expand(-1, -1, -1, d), out)
+        parts.append((source[..., split:], target[..., split:], n - split))
+
+    # One gather moves q, k and v into cluster order together, copying
+    # whole rows (``gather`` would index every value). Each part comes out
+    # as a contiguous (B, clusters, L, 3d) tensor for SDPA.
+    packed = rows.index_select(
+        0, torch.cat([part[0].flatten() for part in parts]))
+    restored = None
+    offset = 0
+    for source_rows, target_rows, length in parts:
+        count = source_rows.numel()
+        chunk = packed[offset:offset + count].view(b, -1, length, 3, d)
+        offset += count
+        out = F.scaled_dot_product_attention(chunk[..., 0, :],
+                                             chunk[..., 1, :],
+                                             chunk[..., 2, :])
+        if restored is None:  # in SDPA's output dtype (autocast may cast)
+            restored = out.new_empty(b, n, h, d)
+        # Back to token order, row by row into the token-major buffer.
+        restored.view(b * n * h, d).index_copy_(0, target_rows.flatten(),
+                                                out.reshape(-1, d))
+    return restored.transpose(1, 2)
 
 
 def clustered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -228,12 +279,15 @@ class SECAttention(nn.Module):
         """
         b, c, h, w = x.shape
         n, d = h * w, c // self.num_heads
-        qkv = self.qkv(x)  # (B, 3C, H, W)
-        lepe = self.lepe(qkv[:, 2 * c:])
-        # A view when qkv is channels-last: (B, N, 3, heads, d) in memory.
-        qkv = qkv.permute(0, 2, 3, 1).reshape(b, n, 3, self.num_heads, d) \
-            .permute(0, 3, 1, 2, 4)  # (B, heads, N, 3, d)
-        qkv = rope_qk(qkv, sin, cos)
+        # Output channels ordered (heads, 3, d): on a channels-last map the
+        # q, k and v of a token and head are then one row of memory, which
+        # RoPE keeps and the clustering gathers as a whole.
+        qkv = F.conv2d(x, *self._qkv_weights_by_head())
+        # (B, N, heads, 3, d); a view when qkv is channels-last.
+        tokens = qkv.permute(0, 2, 3, 1).reshape(b, n, self.num_heads, 3, d)
+        v = tokens[..., 2, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
+        lepe = self.lepe(v)
+        qkv = rope_qk(tokens.transpose(1, 2), sin, cos)  # (B, heads, N, 3, d)
 
         length = resolve_cluster_length(n, self.num_clusters,
                                         self.cluster_mode, self.cluster_size)
@@ -245,6 +299,16 @@ class SECAttention(nn.Module):
         # is token-major in memory.
         out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
         return self.out_proj(out + lepe)
+
+    def _qkv_weights_by_head(self) -> tuple:
+        """Weight and bias of ``qkv`` with the output channels reordered from
+        (3, heads, d), as the checkpoints store them, to (heads, 3, d)."""
+        shape = (3, self.num_heads, self.embed_dims // self.num_heads)
+        weight = self.qkv.weight.unflatten(0, shape).transpose(0, 1)
+        bias = self.qkv.bias
+        if bias is not None:
+            bias = bias.unflatten(0, shape).transpose(0, 1).flatten(0, 2)
+        return weight.flatten(0, 2), bias
 
     def _record(self, order: Optional[torch.Tensor], length: int,
                 shape: tuple) -> None:
