@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -46,7 +46,8 @@ class Case:
         task (str): 'infer' (no_grad forward) or 'train' (forward and
             backward in train mode).
         batch (int): Images per batch.
-        with_cp (bool): Activation checkpointing (training only).
+        with_cp (bool | str): Activation checkpointing (training only):
+            False, True or, for SecViT, 'selective'.
         device (str): 'cpu' or 'cuda'.
         threads (int): CPU threads (``torch.set_num_threads``).
         warmup (int): Untimed runs before the timed ones.
@@ -62,7 +63,7 @@ class Case:
     impl: str = 'fast'
     task: str = 'infer'
     batch: int = 1
-    with_cp: bool = False
+    with_cp: Union[bool, str] = False
     device: str = 'cpu'
     threads: int = 2
     warmup: int = 1
@@ -76,7 +77,9 @@ class Case:
         else:
             arch = self.arch if isinstance(self.arch, str) else 'custom'
             name = f'secvit-{arch[0]} {self.mode} {self.impl}'
-        if self.with_cp:
+        if self.with_cp == 'selective':
+            name += ' with_cp=selective'
+        elif self.with_cp:
             name += ' with_cp'
         return name
 
@@ -174,11 +177,11 @@ def run_case(case: Case) -> Result:
         context = nullcontext()
     with context:
         for _ in range(case.warmup):
-            outs = step()
+            step()
         for _ in range(case.repeats):
             _sync(case.device)
             start = time.perf_counter()
-            outs = step()
+            step()
             _sync(case.device)
             result.times.append(time.perf_counter() - start)
     if device.type == 'cuda':
@@ -329,8 +332,9 @@ def build_cases(archs: Sequence[object],
 
     For every size: Swin-T first (the yardstick of the relative column),
     then every SecViT arch in every mode with every attention. For every
-    training size: Swin-T, SecViT in every mode with and without
-    activation checkpointing (the fast attention only).
+    training size: Swin-T without and with activation checkpointing, SecViT
+    in every mode without, with selective and with full activation
+    checkpointing (the fast attention only).
 
     Args:
         archs: SecViT archs (names or dicts).
@@ -361,8 +365,8 @@ def build_cases(archs: Sequence[object],
                              **common))
     train_common = dict(common, batch=train_batch)
     for size in train_sizes:
-        for with_cp in (False, True):
-            if swin:
+        for with_cp in (False, 'selective', True):
+            if swin and with_cp != 'selective':
                 cases.append(Case(model='swin-t', size=size, task='train',
                                   with_cp=with_cp, **train_common))
             for arch in archs:

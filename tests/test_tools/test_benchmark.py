@@ -47,7 +47,11 @@ def test_build_cases_puts_swin_first_and_adds_training_cases():
     infer = [c for c in cases if c.task == 'infer']
     assert len(infer) == 1 + 2 * 2  # Swin-T, 2 modes x 2 attentions
     train = [c for c in cases if c.task == 'train']
-    assert {c.with_cp for c in train} == {False, True}
+    assert {c.with_cp for c in train} == {False, 'selective', True}
+    # Swin-T has no selective checkpointing; SecViT 2 modes x 3 settings.
+    swin = [c for c in train if c.model == 'swin-t']
+    assert sorted(c.with_cp for c in swin) == [False, True]
+    assert len(train) == 2 + 2 * 3
     assert all(c.batch == 2 and c.impl == 'fast' for c in train)
 
 

@@ -15,13 +15,13 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmsecvit.registry import MODELS
-from ..layers import LayerNorm2d, RoPE2d, SECAttention
+from ..layers import LayerNorm2d, RoPE2d, SECAttention, conv_plus_identity
+from ..layers.selective_checkpoint import selective_checkpoint_context
 from .secvit_checkpoint import load_pretrained_backbone
 
 
@@ -92,7 +92,7 @@ class ConvFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.fc1(x))
-        x = x + self.dwconv(x)
+        x = conv_plus_identity(self.dwconv, x)  # x + dwconv(x)
         return self.fc2(x)
 
 
@@ -141,7 +141,7 @@ class SecViTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, sin: torch.Tensor,
                 cos: torch.Tensor) -> torch.Tensor:
-        x = x + self.pos(x)
+        x = conv_plus_identity(self.pos, x)  # x + pos(x)
         attn = self.attn(self.norm1(x), sin, cos)
         if self.layer_scale:
             attn = self.gamma_1 * attn
@@ -165,7 +165,8 @@ class SecViTStage(nn.Module):
             for the last stage, which has no downsample.
         drop_paths (Sequence[float]): Stochastic depth rate of each block.
         norm_cfg (dict): Config of the downsample's norm layer.
-        with_cp (bool): Use activation checkpointing on each block.
+        with_cp (str, optional): Activation checkpointing of each block:
+            None, ``'full'`` or ``'selective'`` (see :class:`SecViT`).
         block_cfg: Further :class:`SecViTBlock` arguments.
     """
 
@@ -177,7 +178,7 @@ class SecViTStage(nn.Module):
                  out_channels: Optional[int],
                  drop_paths: Sequence[float],
                  norm_cfg: dict,
-                 with_cp: bool = False,
+                 with_cp: Optional[str] = None,
                  **block_cfg) -> None:
         super().__init__()
         self.with_cp = with_cp
@@ -199,8 +200,16 @@ class SecViTStage(nn.Module):
         former again in the last stage)."""
         sin, cos = self.RoPE(x.shape[2:])
         for block in self.blocks:
-            if self.with_cp and x.requires_grad:
+            if self.with_cp == 'full' and x.requires_grad:
                 x = cp.checkpoint(block, x, sin, cos, use_reentrant=False)
+            elif self.with_cp == 'selective' and x.requires_grad:
+                x = cp.checkpoint(
+                    block,
+                    x,
+                    sin,
+                    cos,
+                    use_reentrant=False,
+                    context_fn=selective_checkpoint_context)
             else:
                 x = block(x, sin, cos)
         down = x if self.downsample is None else self.downsample(x)
@@ -276,8 +285,16 @@ class SecViT(BaseModule):
             their downsample and output norm. -1 freezes nothing.
         norm_eval (bool): Keep the BatchNorm layers (stem, downsample) in
             eval mode during training. Defaults to False.
-        with_cp (bool): Use non-reentrant activation checkpointing on each
-            block to save memory. Defaults to False.
+        with_cp (bool | str): Non-reentrant activation checkpointing of each
+            block, trading compute for memory. ``False``: none. ``True`` or
+            ``'full'``: keep only each block's input and recompute the whole
+            block in the backward pass (least memory). ``'selective'``: keep
+            the outputs of the attention kernel and of the qkv, output
+            projection and first FFN convolutions, recompute the cheap rest
+            (norms, depth-wise convolutions, GELU, RoPE, clustering): much
+            less memory than no checkpointing for a small share of the time
+            of full recomputation (docs/benchmark.md). Results and gradients
+            are the same in every mode. Defaults to False.
         norm_cfg (dict): Norm layers of the stem and the downsamples.
             Defaults to ``dict(type='BN', requires_grad=True)``; use
             ``SyncBN`` for multi-GPU training.
@@ -363,7 +380,7 @@ class SecViT(BaseModule):
                  drop_path_rate: Optional[float] = None,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
-                 with_cp: bool = False,
+                 with_cp: Union[bool, str] = False,
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  crop_batch_padding: bool = False,
                  pad_value: float = 0.,
@@ -381,6 +398,7 @@ class SecViT(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.checkpoint_key = checkpoint_key
+        self.with_cp = self._parse_with_cp(with_cp)
         if crop_batch_padding and 'SyncBN' in str(norm_cfg.get('type')):
             raise ValueError(
                 'crop_batch_padding=True cannot be combined with SyncBN: '
@@ -415,7 +433,7 @@ class SecViT(BaseModule):
                                                                          1],
                     drop_paths=dpr[first:first + self.depths[i]],
                     norm_cfg=norm_cfg,
-                    with_cp=with_cp,
+                    with_cp=self.with_cp,
                     mlp_ratio=mlp_ratios[i],
                     layer_scale=layer_scales[i],
                     layer_scale_init=arch.get('layer_scale_init', 1e-6),
@@ -428,6 +446,17 @@ class SecViT(BaseModule):
 
     # ------------------------------------------------------------------
     # construction helpers
+
+    @staticmethod
+    def _parse_with_cp(with_cp: Union[bool, str]) -> Optional[str]:
+        """None, 'full' or 'selective' from the ``with_cp`` argument."""
+        modes = {False: None, True: 'full', 'full': 'full',
+                 'selective': 'selective'}
+        if isinstance(with_cp, (bool, str)) and with_cp in modes:
+            return modes[with_cp]
+        raise ValueError(f'with_cp must be False, True, "full" or '
+                         f'"selective", got {with_cp!r}.')
+
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):
             key = arch.lower()

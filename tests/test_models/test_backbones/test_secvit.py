@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmsecvit.models import SecViT
 from mmsecvit.models.layers import record_cluster_assignments
@@ -238,19 +239,64 @@ def test_train_returns_self():
     assert model.train(False) is model and not model.training
 
 
-def test_with_cp_gives_the_same_gradients():
-    torch.manual_seed(0)
+def outputs_and_gradients(model, x, seed=0):
+    """One training forward and backward (drop path on, BN with batch
+    statistics, the same random draws for every model)."""
+    model.train()
+    torch.manual_seed(seed)
+    outs = model(x)
+    sum((o**2).mean() for o in outs).backward()
+    return outs, {n: p.grad for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize('with_cp', [True, 'full', 'selective'])
+def test_with_cp_gives_the_same_outputs_and_gradients(with_cp):
     x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
-    grads = []
-    for with_cp in (False, True):
-        model = small_model(with_cp=with_cp).double()
-        # Eval-mode BN: the same normalisation in both passes.
-        model.eval()
-        sum((o**2).mean() for o in model(x)).backward()
-        grads.append({n: p.grad for n, p in model.named_parameters()})
-    assert grads[0].keys() == grads[1].keys()
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name])
+    plain = small_model(drop_path_rate=0.3).double()
+    checkpointed = small_model(drop_path_rate=0.3, with_cp=with_cp).double()
+    outs, grads = outputs_and_gradients(plain, x)
+    cp_outs, cp_grads = outputs_and_gradients(checkpointed, x)
+    for out, cp_out in zip(outs, cp_outs):
+        torch.testing.assert_close(cp_out, out, rtol=0, atol=1e-12)
+    assert grads.keys() == cp_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(
+            cp_grads[name], grads[name], rtol=0, atol=1e-12, msg=name)
+
+
+class _CountConvolutions(TorchDispatchMode):
+    """Counts the forward convolutions run while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+# The recomputation stops after the last tensor the backward needs, so
+# fc2 (whose output no backward uses) never runs again.
+@pytest.mark.parametrize('with_cp, recomputed_per_block', [
+    (False, 0),
+    ('selective', 3),  # pos, lepe, the FFN's depth-wise conv
+    ('full', 6),  # and qkv, out_proj, fc1
+])
+def test_checkpointing_recomputes_the_convolutions_it_should(
+        with_cp, recomputed_per_block):
+    model = small_model(with_cp=with_cp)
+    outs = model(torch.rand(2, 3, 32, 32))
+    loss = sum(o.mean() for o in outs)
+    with _CountConvolutions() as counter:
+        loss.backward()
+    assert counter.count == recomputed_per_block * sum(model.depths)
+
+
+def test_unknown_with_cp_is_rejected():
+    with pytest.raises(ValueError, match='with_cp must be'):
+        SecViT(arch=copy.deepcopy(SMALL_ARCH), with_cp='some')
 
 
 def test_drop_path_rate_defaults_to_the_arch_and_can_be_overridden():

@@ -1,0 +1,63 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Selective activation checkpointing: keep what is costly to recompute.
+
+Full activation checkpointing (``with_cp=True``) keeps only a block's input
+and runs the whole block again in the backward pass. Selective
+checkpointing keeps the outputs of the operations that carry the block's
+FLOPs (the attention kernel and the dense 1x1 convolutions that expand or
+mix channels) and recomputes only the memory-bound rest: layer norms,
+depth-wise convolutions, GELU, RoPE, the clustering's sort, gathers and
+scatters. The output of the channel-reducing 1x1 convolution (the FFN's
+second layer) is not kept either: no backward needs it, and the
+recomputation stops before reaching it. The memory and time this costs are
+measured in docs/benchmark.md.
+
+Recomputation runs the same operations on the same inputs, so the results
+and gradients equal those without checkpointing. The blocks of SecViT hold
+no BatchNorm, whose running statistics a second forward would update again.
+"""
+import functools
+
+import torch
+from torch.utils.checkpoint import (CheckpointPolicy,
+                                    create_selective_checkpoint_contexts)
+
+_aten = torch.ops.aten
+# Every fused SDPA kernel that PyTorch may pick (CPU, CUDA flash,
+# memory-efficient, cuDNN). The math fallback decomposes into matmuls and a
+# softmax, which are then recomputed.
+_ATTENTION_OPS = {
+    getattr(_aten, name).default
+    for name in ('_scaled_dot_product_flash_attention_for_cpu',
+                 '_scaled_dot_product_flash_attention',
+                 '_scaled_dot_product_efficient_attention',
+                 '_scaled_dot_product_cudnn_attention')
+    if hasattr(_aten, name)
+}
+
+
+def _is_saved_convolution(args) -> bool:
+    """A dense 1x1 convolution that does not reduce channels (qkv, output
+    projection, first FFN layer). The FFN's second layer reduces them; its
+    output is needed by no backward, so keeping it would only cost memory."""
+    weight, groups = args[1], args[8]
+    out_channels, in_channels = weight.shape[:2]
+    return (groups == 1 and tuple(weight.shape[2:]) == (1, 1)
+            and out_channels >= in_channels)
+
+
+def keep_attention_and_projections(ctx, op, *args, **kwargs):
+    """Checkpoint policy: save the outputs of SDPA and of dense 1x1
+    convolutions that do not reduce channels; recompute everything else."""
+    if op in _ATTENTION_OPS:
+        return CheckpointPolicy.MUST_SAVE
+    if op is _aten.convolution.default and _is_saved_convolution(args):
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+selective_checkpoint_context = functools.partial(
+    create_selective_checkpoint_contexts, keep_attention_and_projections)
+selective_checkpoint_context.__doc__ = (
+    'The ``context_fn`` of ``torch.utils.checkpoint.checkpoint`` for '
+    'selective checkpointing with :func:`keep_attention_and_projections`.')
