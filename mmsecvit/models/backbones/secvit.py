@@ -20,9 +20,18 @@ from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmsecvit.registry import MODELS
-from ..layers import LayerNorm2d, RoPE2d, SECAttention, conv_plus_identity
+from ..layers import (LayerNorm2d, RoPE2d, SECAttention, conv_norm,
+                      conv_plus_identity)
 from ..layers.selective_checkpoint import selective_checkpoint_context
 from .secvit_checkpoint import load_pretrained_backbone
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GELU, computed in place when no gradient will flow through it
+    (inference): one large map less to allocate at high resolution."""
+    if x.requires_grad:
+        return F.gelu(x)
+    return torch.ops.aten.gelu_(x)
 
 
 class ConvStem(nn.Module):
@@ -53,7 +62,15 @@ class ConvStem(nn.Module):
         self.proj = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
+        # ``self.proj(x)``, with eval-mode BN folded into the convolutions
+        # and GELU in place where possible.
+        modules = iter(self.proj)
+        for module in modules:
+            if isinstance(module, nn.Conv2d):
+                x = conv_norm(module, next(modules), x)
+            else:
+                x = gelu(x)
+        return x
 
 
 class ConvDownsample(nn.Module):
@@ -72,7 +89,7 @@ class ConvDownsample(nn.Module):
         self.norm = build_norm_layer(norm_cfg, out_channels)[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.reduction(x))
+        return conv_norm(self.reduction, self.norm, x)
 
 
 class ConvFFN(nn.Module):
@@ -91,7 +108,7 @@ class ConvFFN(nn.Module):
         self.fc2 = nn.Conv2d(hidden_dims, embed_dims, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.fc1(x))
+        x = gelu(self.fc1(x))
         x = conv_plus_identity(self.dwconv, x)  # x + dwconv(x)
         return self.fc2(x)
 

@@ -1,6 +1,6 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
+from .conv_fusion import conv_norm, conv_plus_identity
 from .norm import LayerNorm2d
-from .residual_conv import conv_plus_identity
 from .rope import RoPE2d, apply_rope
 from .sec_attention import (SECAttention, clustered_attention,
                             record_cluster_assignments,
@@ -8,6 +8,6 @@ from .sec_attention import (SECAttention, clustered_attention,
 
 __all__ = [
     'LayerNorm2d', 'RoPE2d', 'apply_rope', 'SECAttention',
-    'clustered_attention', 'conv_plus_identity',
+    'clustered_attention', 'conv_norm', 'conv_plus_identity',
     'record_cluster_assignments', 'resolve_cluster_length', 'sec_order'
 ]

@@ -1,0 +1,76 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Element-wise work folded into convolutions.
+
+Each function computes what two modules would, as one convolution with
+adjusted parameters: no extra pass over the map and no extra map to
+allocate. The parameters of the modules, and the gradients they receive,
+are the same as for the two modules in sequence; results differ by
+rounding only.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def conv_plus_identity(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """Compute ``x + conv(x)`` as a single convolution.
+
+    For a depth-wise convolution of stride 1 whose padding keeps the size,
+    adding the input equals adding 1 to the centre tap of every kernel. The
+    sum then costs no extra pass over the map (nor an extra saved tensor in
+    training), and ``conv``'s parameters and their gradients are the same as
+    for ``x + conv(x)``; results differ from it by rounding only.
+
+    Args:
+        conv (nn.Conv2d): A depth-wise convolution (``groups`` equal to its
+            input and output channels) with stride 1, an odd kernel and
+            padding of half the kernel.
+        x (Tensor): Input map (B, C, H, W).
+
+    Returns:
+        Tensor: ``x + conv(x)``.
+    """
+    kh, kw = conv.kernel_size
+    if not (conv.groups == conv.in_channels == conv.out_channels
+            and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and kh % 2 == 1 and kw % 2 == 1
+            and conv.padding == (kh // 2, kw // 2)):
+        raise ValueError(f'conv_plus_identity needs a size-preserving '
+                         f'depth-wise convolution, got {conv}.')
+    weight = conv.weight.clone()
+    weight[:, :, kh // 2, kw // 2] += 1
+    return F.conv2d(x, weight, conv.bias, 1, conv.padding, 1, conv.groups)
+
+
+def conv_norm(conv: nn.Conv2d, norm: nn.Module,
+              x: torch.Tensor) -> torch.Tensor:
+    """Compute ``norm(conv(x))``, with a BatchNorm that normalises by its
+    running statistics (eval mode) folded into the convolution.
+
+    In eval mode a BatchNorm is a per-channel affine map, so it can scale
+    the kernel and shift the bias instead. In training mode (batch
+    statistics), or for other norm layers, both modules run as they are.
+
+    Args:
+        conv (nn.Conv2d): The convolution.
+        norm (nn.Module): The norm layer after it.
+        x (Tensor): Input map.
+
+    Returns:
+        Tensor: ``norm(conv(x))``.
+    """
+    if not (isinstance(norm, _BatchNorm) and not norm.training
+            and norm.running_mean is not None):
+        return norm(conv(x))
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+    return F.conv2d(x, weight, shift, conv.stride, conv.padding,
+                    conv.dilation, conv.groups)
