@@ -225,11 +225,32 @@ def _attention_diff(model: torch.nn.Module, x: torch.Tensor) -> float:
     return max(diffs)
 
 
-def measure_in_subprocess(case: Case, timeout: float = 3600) -> Result:
-    """Measure a case in a fresh Python process (clean peak memory)."""
+# glibc's malloc hands every freed block above its mmap threshold (at most
+# 32 MiB by default) back to the kernel, so a forward that allocates large
+# maps page-faults them in again on every run and the kernel zeroes each
+# page: at 800x1333 that is a sizeable, load-dependent share of the time.
+# These settings keep freed memory in the heap for reuse (what jemalloc or
+# tcmalloc do by default), so that the timing is the model's own.
+KEEP_HEAP_ENV = {
+    'MALLOC_MMAP_THRESHOLD_': str(2**32),
+    'MALLOC_TRIM_THRESHOLD_': str(2**32),
+}
+
+
+def measure_in_subprocess(case: Case,
+                          timeout: float = 3600,
+                          env: Optional[Dict[str, str]] = None) -> Result:
+    """Measure a case in a fresh Python process (clean peak memory).
+
+    Args:
+        case (Case): What to measure.
+        timeout (float): Seconds before the process is killed.
+        env (dict, optional): Environment variables to set in the process,
+            e.g. :data:`KEEP_HEAP_ENV`.
+    """
     cmd = [sys.executable, '-m', 'mmsecvit.utils.benchmark',
            json.dumps(asdict(case))]
-    env = dict(os.environ)
+    env = dict(os.environ, **(env or {}))
     root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
     env['PYTHONPATH'] = os.pathsep.join(
         [root] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
@@ -381,13 +402,18 @@ def run_benchmark(cases: Sequence[Case],
                   out_file: Optional[str] = None,
                   plot_file: Optional[str] = None,
                   in_subprocess: bool = True,
+                  env: Optional[Dict[str, str]] = None,
                   log=print) -> List[Result]:
     """Measure the cases one after the other and write the markdown table
-    (and the plot) as soon as each result is in."""
+    (and the plot) as soon as each result is in.
+
+    ``env``: environment variables for the measuring processes (only with
+    ``in_subprocess``).
+    """
     results = []
     for i, case in enumerate(cases):
         log(f'[{i + 1}/{len(cases)}] {case.task} {case.size} {case.name}')
-        result = measure_in_subprocess(case) if in_subprocess \
+        result = measure_in_subprocess(case, env=env) if in_subprocess \
             else run_case(case)
         results.append(result)
         log(f'    median {result.median:.3f} s, peak '

@@ -82,3 +82,24 @@ def test_table_shows_failures_and_ratios_to_the_first_row():
     assert '| 2.000 | 1.000-3.000 | 1.00x |' in table
     assert '| 2.00x |' in table
     assert 'failed: out of memory' in table
+
+
+def test_measuring_process_gets_the_allocator_settings(monkeypatch):
+    import subprocess
+
+    from mmsecvit.utils import benchmark
+    seen = {}
+
+    def fake_run(cmd, env=None, **kwargs):
+        seen.update(env)
+        return subprocess.CompletedProcess(
+            cmd, 0, stdout='{"times": [1.0], "peak_mem_mib": 1.0, '
+            '"max_abs_diff": null}\n', stderr='')
+
+    monkeypatch.setattr(benchmark.subprocess, 'run', fake_run)
+    result = benchmark.measure_in_subprocess(
+        benchmark.Case(), env=benchmark.KEEP_HEAP_ENV)
+    assert result.times == [1.0]
+    for name, value in benchmark.KEEP_HEAP_ENV.items():
+        assert seen[name] == value
+    assert 'PYTHONPATH' in seen

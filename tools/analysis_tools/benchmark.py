@@ -17,8 +17,8 @@ Examples:
 import argparse
 import json
 
-from mmsecvit.utils.benchmark import (IMPLS, MODES, build_cases,
-                                      parse_size, run_benchmark)
+from mmsecvit.utils.benchmark import (IMPLS, KEEP_HEAP_ENV, MODES,
+                                      build_cases, parse_size, run_benchmark)
 
 
 def parse_arch(text):
@@ -53,6 +53,12 @@ def parse_args(argv=None):
                         help='torch.set_num_threads for CPU runs')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument(
+        '--keep-heap', action='store_true',
+        help='run the measuring processes with glibc malloc keeping freed '
+        'memory for reuse (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_) '
+        'instead of returning every block above 32 MiB to the kernel, so '
+        'that re-faulting large maps is not timed; see docs/benchmark.md')
     parser.add_argument('--out', default='docs/benchmark_results.md',
                         help='markdown table to write')
     parser.add_argument('--plot', default='docs/benchmark.png',
@@ -75,7 +81,11 @@ def main(argv=None):
         threads=args.threads,
         warmup=args.warmup,
         repeats=args.repeats)
-    run_benchmark(cases, args.out, args.plot or None)
+    env = KEEP_HEAP_ENV if args.keep_heap else None
+    if env:
+        print('measuring processes run with ' +
+              ' '.join(f'{k}={v}' for k, v in env.items()))
+    run_benchmark(cases, args.out, args.plot or None, env=env)
     print(f'Table written to {args.out}')
 
 
