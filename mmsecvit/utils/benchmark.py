@@ -403,28 +403,63 @@ def run_benchmark(cases: Sequence[Case],
                   plot_file: Optional[str] = None,
                   in_subprocess: bool = True,
                   env: Optional[Dict[str, str]] = None,
+                  rounds: int = 1,
                   log=print) -> List[Result]:
-    """Measure the cases one after the other and write the markdown table
-    (and the plot) as soon as each result is in.
+    """Measure the cases and write the markdown table (and the plot) as
+    soon as each result is in.
 
-    ``env``: environment variables for the measuring processes (only with
-    ``in_subprocess``).
+    With ``rounds > 1`` every case is measured once per round, round after
+    round, and its timed runs are pooled: a slow drift of the machine (other
+    jobs, frequency changes) then affects every case alike instead of the
+    cases measured at a bad moment, which keeps ratios between rows honest.
+
+    Args:
+        cases: What to measure, in table order.
+        out_file (str, optional): Markdown table to (re)write.
+        plot_file (str, optional): PNG bar chart to write at the end.
+        in_subprocess (bool): Measure each case in a fresh process.
+        env (dict, optional): Environment variables for those processes.
+        rounds (int): Rounds over all cases. Defaults to 1.
+        log: Progress printer.
     """
-    results = []
-    for i, case in enumerate(cases):
-        log(f'[{i + 1}/{len(cases)}] {case.task} {case.size} {case.name}')
-        result = measure_in_subprocess(case, env=env) if in_subprocess \
-            else run_case(case)
-        results.append(result)
-        log(f'    median {result.median:.3f} s, peak '
-            f'{result.peak_mem_mib:.0f} MiB'
-            + (f', error: {result.error}' if result.error else ''))
-        if out_file:
-            with open(out_file, 'w') as f:
-                f.write(format_table(results))
+    if rounds < 1:
+        raise ValueError(f'rounds must be >= 1, got {rounds}.')
+    results = [Result(case) for case in cases]
+    for round_index in range(rounds):
+        for i, case in enumerate(cases):
+            prefix = f'round {round_index + 1}/{rounds} ' if rounds > 1 \
+                else ''
+            log(f'[{prefix}{i + 1}/{len(cases)}] {case.task} {case.size} '
+                f'{case.name}')
+            measured = measure_in_subprocess(case, env=env) \
+                if in_subprocess else run_case(case)
+            _pool(results[i], measured)
+            log(f'    median {measured.median:.3f} s, peak '
+                f'{measured.peak_mem_mib:.0f} MiB' +
+                (f', error: {measured.error}' if measured.error else ''))
+            if out_file:
+                with open(out_file, 'w') as f:
+                    f.write(format_table(results[:i + 1] if round_index == 0
+                                         else results))
     if plot_file:
         plot_results(results, plot_file)
     return results
+
+
+def _pool(total: Result, measured: Result) -> None:
+    """Add one round's measurement of a case to its pooled result."""
+    total.times.extend(measured.times)
+    if measured.peak_mem_mib == measured.peak_mem_mib:  # not NaN
+        if total.peak_mem_mib != total.peak_mem_mib:
+            total.peak_mem_mib = measured.peak_mem_mib
+        else:
+            total.peak_mem_mib = max(total.peak_mem_mib,
+                                     measured.peak_mem_mib)
+    if measured.max_abs_diff is not None:
+        total.max_abs_diff = max(total.max_abs_diff or 0.,
+                                 measured.max_abs_diff)
+    if measured.error:
+        total.error = measured.error
 
 
 if __name__ == '__main__':

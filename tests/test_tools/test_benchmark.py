@@ -103,3 +103,29 @@ def test_measuring_process_gets_the_allocator_settings(monkeypatch):
     for name, value in benchmark.KEEP_HEAP_ENV.items():
         assert seen[name] == value
     assert 'PYTHONPATH' in seen
+
+
+def test_rounds_interleave_the_cases_and_pool_their_runs(monkeypatch):
+    from mmsecvit.utils import benchmark
+    order = []
+
+    def fake_measure(case, env=None):
+        order.append(case.model)
+        time = 1.0 if case.model == 'swin-t' else 2.0 + len(order)
+        return Result(case, times=[time], peak_mem_mib=float(len(order)))
+
+    monkeypatch.setattr(benchmark, 'measure_in_subprocess', fake_measure)
+    cases = [Case(model='swin-t'), Case()]
+    results = benchmark.run_benchmark(
+        cases, rounds=3, log=lambda *args: None)
+    assert order == ['swin-t', 'secvit'] * 3
+    assert results[0].times == [1.0] * 3
+    assert results[1].times == [4.0, 6.0, 8.0]
+    assert results[1].median == 6.0
+    assert results[1].peak_mem_mib == 6.0  # the largest of the rounds
+
+
+def test_rounds_must_be_positive():
+    from mmsecvit.utils import benchmark
+    with pytest.raises(ValueError, match='rounds'):
+        benchmark.run_benchmark([Case()], rounds=0, log=lambda *args: None)

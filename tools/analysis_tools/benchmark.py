@@ -51,6 +51,11 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
     parser.add_argument('--threads', type=int, default=2,
                         help='torch.set_num_threads for CPU runs')
+    parser.add_argument(
+        '--rounds', type=int, default=1,
+        help='measure every case once per round and pool the timed runs '
+        '(interleaves the cases in time, so drift of the machine affects '
+        'all rows alike)')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument(
@@ -85,7 +90,8 @@ def main(argv=None):
     if env:
         print('measuring processes run with ' +
               ' '.join(f'{k}={v}' for k, v in env.items()))
-    run_benchmark(cases, args.out, args.plot or None, env=env)
+    run_benchmark(
+        cases, args.out, args.plot or None, env=env, rounds=args.rounds)
     print(f'Table written to {args.out}')
 
 
