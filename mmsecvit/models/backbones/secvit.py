@@ -22,7 +22,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmsecvit.registry import MODELS
 from ..layers import (LayerNorm2d, RoPE2d, SECAttention, conv_norm,
                       conv_plus_identity)
-from ..layers.selective_checkpoint import selective_checkpoint_context
+from ..layers.selective_checkpoint import (
+    check_selective_checkpoint_support, selective_checkpoint_context)
 from .secvit_checkpoint import load_pretrained_backbone
 
 
@@ -470,6 +471,8 @@ class SecViT(BaseModule):
         modes = {False: None, True: 'full', 'full': 'full',
                  'selective': 'selective'}
         if isinstance(with_cp, (bool, str)) and with_cp in modes:
+            if modes[with_cp] == 'selective':
+                check_selective_checkpoint_support()
             return modes[with_cp]
         raise ValueError(f'with_cp must be False, True, "full" or '
                          f'"selective", got {with_cp!r}.')

@@ -16,11 +16,13 @@ Recomputation runs the same operations on the same inputs, so the results
 and gradients equal those without checkpointing. The blocks of SecViT hold
 no BatchNorm, whose running statistics a second forward would update again.
 """
-import functools
-
 import torch
-from torch.utils.checkpoint import (CheckpointPolicy,
-                                    create_selective_checkpoint_contexts)
+
+try:  # torch >= 2.4
+    from torch.utils.checkpoint import (CheckpointPolicy,
+                                        create_selective_checkpoint_contexts)
+except ImportError:  # an older torch: selective checkpointing is refused
+    CheckpointPolicy = create_selective_checkpoint_contexts = None
 
 _aten = torch.ops.aten
 # Every fused SDPA kernel that PyTorch may pick (CPU, CUDA flash,
@@ -56,8 +58,23 @@ def keep_attention_and_projections(ctx, op, *args, **kwargs):
     return CheckpointPolicy.PREFER_RECOMPUTE
 
 
-selective_checkpoint_context = functools.partial(
-    create_selective_checkpoint_contexts, keep_attention_and_projections)
-selective_checkpoint_context.__doc__ = (
-    'The ``context_fn`` of ``torch.utils.checkpoint.checkpoint`` for '
-    'selective checkpointing with :func:`keep_attention_and_projections`.')
+def check_selective_checkpoint_support() -> None:
+    """Raise a clear error when this torch has no selective checkpointing.
+
+    Raises:
+        RuntimeError: torch older than 2.4.
+    """
+    if create_selective_checkpoint_contexts is None:
+        raise RuntimeError(
+            "with_cp='selective' needs torch >= 2.4 (torch.utils.checkpoint."
+            f'create_selective_checkpoint_contexts); this is torch '
+            f'{torch.__version__}. Use with_cp=True (full checkpointing) or '
+            'upgrade torch.')
+
+
+def selective_checkpoint_context():
+    """The ``context_fn`` of ``torch.utils.checkpoint.checkpoint`` for
+    selective checkpointing with :func:`keep_attention_and_projections`."""
+    check_selective_checkpoint_support()
+    return create_selective_checkpoint_contexts(
+        keep_attention_and_projections)

@@ -343,3 +343,14 @@ def test_crop_batch_padding_refuses_syncbn():
     with pytest.raises(ValueError, match='SyncBN'):
         SecViT(arch=SMALL_ARCH, crop_batch_padding=True,
                norm_cfg=dict(type='SyncBN', requires_grad=True))
+
+
+def test_selective_checkpointing_on_an_old_torch_says_what_to_do(
+        monkeypatch):
+    from mmsecvit.models.layers import selective_checkpoint
+    monkeypatch.setattr(selective_checkpoint,
+                        'create_selective_checkpoint_contexts', None)
+    with pytest.raises(RuntimeError, match=r'torch >= 2.4.*with_cp=True'):
+        SecViT(arch=copy.deepcopy(SMALL_ARCH), with_cp='selective')
+    # Nothing else depends on it.
+    SecViT(arch=copy.deepcopy(SMALL_ARCH), with_cp=True)
