@@ -17,6 +17,7 @@ Memory is measured as:
   the first forward.
 """
 import json
+import math
 import os
 import resource
 import statistics
@@ -449,12 +450,11 @@ def run_benchmark(cases: Sequence[Case],
 def _pool(total: Result, measured: Result) -> None:
     """Add one round's measurement of a case to its pooled result."""
     total.times.extend(measured.times)
-    if measured.peak_mem_mib == measured.peak_mem_mib:  # not NaN
-        if total.peak_mem_mib != total.peak_mem_mib:
-            total.peak_mem_mib = measured.peak_mem_mib
-        else:
-            total.peak_mem_mib = max(total.peak_mem_mib,
-                                     measured.peak_mem_mib)
+    peaks = [
+        peak for peak in (total.peak_mem_mib, measured.peak_mem_mib)
+        if not math.isnan(peak)
+    ]
+    total.peak_mem_mib = max(peaks, default=float('nan'))
     if measured.max_abs_diff is not None:
         total.max_abs_diff = max(total.max_abs_diff or 0.,
                                  measured.max_abs_diff)

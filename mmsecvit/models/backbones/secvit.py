@@ -200,6 +200,10 @@ class SecViTStage(nn.Module):
                  **block_cfg) -> None:
         super().__init__()
         self.with_cp = with_cp
+        # What checkpointing keeps: selected outputs, or nothing ('full').
+        self._checkpoint_context = (
+            selective_checkpoint_context
+            if with_cp == 'selective' else cp.noop_context_fn)
         # Named like the authors' attribute so the buffer key matches.
         self.RoPE = RoPE2d(embed_dims, num_heads)
         self.blocks = nn.ModuleList([
@@ -218,16 +222,14 @@ class SecViTStage(nn.Module):
         former again in the last stage)."""
         sin, cos = self.RoPE(x.shape[2:])
         for block in self.blocks:
-            if self.with_cp == 'full' and x.requires_grad:
-                x = cp.checkpoint(block, x, sin, cos, use_reentrant=False)
-            elif self.with_cp == 'selective' and x.requires_grad:
+            if self.with_cp and x.requires_grad:
                 x = cp.checkpoint(
                     block,
                     x,
                     sin,
                     cos,
                     use_reentrant=False,
-                    context_fn=selective_checkpoint_context)
+                    context_fn=self._checkpoint_context)
             else:
                 x = block(x, sin, cos)
         down = x if self.downsample is None else self.downsample(x)
