@@ -18,7 +18,7 @@ model = dict(
         # Selective activation checkpointing: keeps attention and the dense
         # projections, recomputes norms, depth-wise convs, GELU and the
         # clustering. At 800x1333 (batch 2) it brings training memory from
-        # 8.3 to 4.8 GiB, below Swin-T's 5.3 GiB, for a few percent more time
+        # 8.1 to 4.7 GiB, below Swin-T's 5.2 GiB, for a few percent more time
         # and the same results (docs/benchmark.md). False: faster, more
         # memory; True: least memory, about 15% slower.
         with_cp='selective',
