@@ -10,13 +10,14 @@ import os
 import sys
 
 from mmsecvit.engine import shutdown_distributed
-from mmsecvit.utils.data_check import check_dataset_paths
-from mmsecvit.utils.tool_utils import (add_cfg_options_argument,
-                                       add_launcher_arguments, build_runner,
-                                       enable_tta, enable_visualization,
-                                       export_local_rank, load_config,
-                                       register_codebase, results_dump_metric,
-                                       set_seg_output_dir)
+from mmsecvit.engine.cli import (add_cfg_options_argument,
+                                 add_launcher_arguments, export_local_rank)
+from mmsecvit.engine.preflight import check_dataset_paths
+from mmsecvit.engine.tool_config import (build_runner, enable_tta,
+                                         enable_visualization, load_config,
+                                         register_codebase,
+                                         results_dump_metric,
+                                         set_seg_output_dir)
 
 
 def parse_args():

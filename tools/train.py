@@ -8,12 +8,13 @@ import argparse
 import sys
 
 from mmsecvit.engine import shutdown_distributed
-from mmsecvit.utils import check_dataset_paths, check_pretrained_paths
-from mmsecvit.utils.tool_utils import (add_cfg_options_argument,
-                                       add_launcher_arguments, build_runner,
-                                       enable_amp, enable_auto_scale_lr,
-                                       export_local_rank, load_config,
-                                       register_codebase, set_resume)
+from mmsecvit.engine.cli import (add_cfg_options_argument,
+                                 add_launcher_arguments, export_local_rank)
+from mmsecvit.engine.preflight import (check_dataset_paths,
+                                       check_pretrained_paths)
+from mmsecvit.engine.tool_config import (build_runner, enable_amp,
+                                         enable_auto_scale_lr, load_config,
+                                         register_codebase, set_resume)
 
 
 def parse_args():

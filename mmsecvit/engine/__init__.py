@@ -4,11 +4,15 @@ from .loops import ResumableEpochBasedTrainLoop
 from .model_wrappers import DeviceAwareDistributedDataParallel
 from .optim_wrappers import BF16AutocastOptimWrapper
 from .optimizers import LayerDecayOptimWrapperConstructor
+from .preflight import (DatasetNotFoundError, PretrainedNotFoundError,
+                        check_dataset_paths, check_pretrained_paths)
 from .runtime import prepare_runtime, shutdown_distributed
 
 __all__ = [
-    'BF16AutocastOptimWrapper', 'ClusterVisHook',
+    'BF16AutocastOptimWrapper', 'ClusterVisHook', 'DatasetNotFoundError',
     'DeviceAwareDistributedDataParallel',
-    'LayerDecayOptimWrapperConstructor', 'ResumableCheckpointHook',
-    'ResumableEpochBasedTrainLoop', 'prepare_runtime', 'shutdown_distributed'
+    'LayerDecayOptimWrapperConstructor', 'PretrainedNotFoundError',
+    'ResumableCheckpointHook', 'ResumableEpochBasedTrainLoop',
+    'check_dataset_paths', 'check_pretrained_paths', 'prepare_runtime',
+    'shutdown_distributed'
 ]

@@ -3,9 +3,11 @@
 import itertools
 
 import torch
-from mmengine.registry import LOOPS
+from mmengine.registry import LOOPS as MMENGINE_LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 from torch.utils.data import DataLoader
+
+from mmsecvit.registry import LOOPS
 
 
 class _SkipFirstBatches:
@@ -79,3 +81,8 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         # the checkpoint, so the restored RNG state must not pay it twice.
         with torch.random.fork_rng(devices=[]):
             return iter(rest)
+
+
+# Configs written before the mmsecvit scope existed (e.g. those the Runner
+# dumped into work_dirs) name it without a scope; keep them working.
+MMENGINE_LOOPS.register_module(module=ResumableEpochBasedTrainLoop)

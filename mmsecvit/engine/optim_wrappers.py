@@ -9,7 +9,9 @@ from contextlib import contextmanager
 
 import torch
 from mmengine.optim import OptimWrapper
-from mmengine.registry import OPTIM_WRAPPERS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
+
+from mmsecvit.registry import OPTIM_WRAPPERS
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -30,3 +32,8 @@ class BF16AutocastOptimWrapper(OptimWrapper):
         with super().optim_context(model), torch.autocast(
                 device_type=device_type, dtype=torch.bfloat16):
             yield
+
+
+# Configs written before the mmsecvit scope existed (e.g. those the Runner
+# dumped into work_dirs) name it without a scope; keep them working.
+MMENGINE_OPTIM_WRAPPERS.register_module(module=BF16AutocastOptimWrapper)

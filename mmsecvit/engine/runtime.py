@@ -18,13 +18,12 @@ import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 
-from mmsecvit.utils.checkpoint import (CheckpointLoadError,
-                                       load_checkpoint_file)
+from mmsecvit.utils.fileio import CheckpointLoadError, load_checkpoint_file
 
 CPU_DDP_WRAPPER = 'mmsecvit.DeviceAwareDistributedDataParallel'
 CHECKPOINT_HOOK = 'mmsecvit.ResumableCheckpointHook'
-EPOCH_LOOP = 'ResumableEpochBasedTrainLoop'
-BF16_CPU_OPTIM_WRAPPER = 'BF16AutocastOptimWrapper'
+EPOCH_LOOP = 'mmsecvit.ResumableEpochBasedTrainLoop'
+BF16_CPU_OPTIM_WRAPPER = 'mmsecvit.BF16AutocastOptimWrapper'
 _SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm', 'TorchSyncBN')
 _CHECKPOINT_NAME = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 

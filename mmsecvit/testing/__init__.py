@@ -1,4 +1,14 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
+from .archs import TEST_ARCH, arch_literal, arch_with
+from .reference_attention import (compare_with_reference_attention,
+                                  reference_clustered_attention,
+                                  reference_clustered_attention_packed,
+                                  reference_sec_order, use_reference_attention)
 from .weights import randomize_weights
 
-__all__ = ['randomize_weights']
+__all__ = [
+    'TEST_ARCH', 'arch_literal', 'arch_with',
+    'compare_with_reference_attention', 'randomize_weights',
+    'reference_clustered_attention', 'reference_clustered_attention_packed',
+    'reference_sec_order', 'use_reference_attention'
+]

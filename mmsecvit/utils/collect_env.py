@@ -8,10 +8,9 @@ import os.path as osp
 import subprocess
 from collections import OrderedDict
 from importlib import import_module
+from importlib.util import find_spec
 
 from mmengine.utils.dl_utils import collect_env as collect_base_env
-
-import mmsecvit
 
 
 def _module_version(name: str) -> str:
@@ -21,10 +20,23 @@ def _module_version(name: str) -> str:
         return 'not installed'
 
 
+def _mmsecvit_package() -> tuple:
+    """The directory and version of the mmsecvit that python imports.
+
+    Read from ``version.py`` as setup.py does: ``mmsecvit.utils`` sits below
+    the package and must not import it.
+    """
+    package_dir = osp.dirname(osp.abspath(find_spec('mmsecvit').origin))
+    namespace = {}
+    with open(osp.join(package_dir, 'version.py')) as f:
+        exec(compile(f.read(), 'version.py', 'exec'), namespace)
+    return package_dir, namespace['__version__']
+
+
 def _mmsecvit_version() -> str:
     """The version, plus the commit when running from a git checkout (an
     installed wheel has no git history and reports the version alone)."""
-    package_dir = osp.dirname(osp.abspath(mmsecvit.__file__))
+    package_dir, version = _mmsecvit_package()
     try:
         commit = subprocess.run(['git', 'rev-parse', '--short=7', 'HEAD'],
                                 cwd=package_dir,
@@ -32,10 +44,10 @@ def _mmsecvit_version() -> str:
                                 text=True,
                                 timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return mmsecvit.__version__
+        return version
     if commit.returncode != 0:
-        return mmsecvit.__version__
-    return f'{mmsecvit.__version__}+{commit.stdout.strip()}'
+        return version
+    return f'{version}+{commit.stdout.strip()}'
 
 
 def _mmcv_ops_info() -> 'OrderedDict[str, str]':

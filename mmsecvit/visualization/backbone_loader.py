@@ -1,43 +1,10 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 """Build a SecViT backbone to look at, from an arch name and a checkpoint."""
-import ast
 from typing import Optional, Union
 
 import torch
 
 from mmsecvit.models import SecViT
-
-
-def parse_arch(arch: str) -> Union[str, dict]:
-    """Read an arch given on a command line.
-
-    Args:
-        arch (str): An arch name of ``SecViT.arch_zoo`` ('t', 'small', ...)
-            or a Python dict literal such as ``"dict(embed_dims=[...], ...)"``
-            or ``"{'embed_dims': [...], ...}"``.
-
-    Returns:
-        str | dict: What :class:`SecViT` takes as ``arch``.
-    """
-    text = arch.strip()
-    if text.startswith('dict(') and text.endswith(')'):
-        call = ast.parse(text, mode='eval').body
-        try:
-            return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-        except ValueError as err:
-            raise ValueError(f'Cannot read the arch {arch!r}: the values of '
-                             f'dict(...) must be literals.') from err
-    if text.startswith('{'):
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError) as err:
-            raise ValueError(f'Cannot read the arch {arch!r} as a dict '
-                             f'literal.') from err
-        return value
-    if text.lower() not in SecViT.arch_zoo:
-        raise ValueError(f'Unknown SecViT arch {arch!r}; choose one of '
-                         f'{sorted(SecViT.arch_zoo)} or give a dict.')
-    return text.lower()
 
 
 def build_vis_backbone(arch: Union[str, dict] = 'small',

@@ -12,6 +12,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 
 from mmsecvit.datasets.demo import DEMO_COCO_CLASSES
+from mmsecvit.testing import TEST_ARCH
 
 CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
 CONFIGS = sorted(
@@ -218,11 +219,7 @@ def test_pretrained_dir_comes_from_the_environment(monkeypatch, tmp_path):
 def test_missing_pretrained_file_stops_with_its_path(monkeypatch, tmp_path):
     monkeypatch.setenv('MMSECVIT_PRETRAINED_DIR', str(tmp_path))
     cfg = load('maskrcnn_secvit_s.py')
-    cfg.model.backbone.arch = dict(
-        embed_dims=[32, 64, 128, 256],
-        depths=[1, 1, 1, 1],
-        num_heads=[1, 2, 4, 8],
-        num_clusters=[4, 2, 2, -1])
+    cfg.model.backbone.arch = TEST_ARCH
     model = build_model(cfg, 'mmdet')
     with pytest.raises(FileNotFoundError, match='secvit_s_in1k.pth'):
         model.backbone.init_weights()

@@ -9,6 +9,8 @@ import subprocess
 import pytest
 import torch
 
+from mmsecvit.datasets.demo import make_demo_data
+from mmsecvit.testing import TEST_ARCH, arch_literal
 from mmsecvit.utils import load_checkpoint_file
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -18,10 +20,8 @@ SMALL_CONFIG = """
 _base_ = {base!r}
 data_root = {data_root!r}
 model = dict(
-    backbone=dict(arch=dict(_delete_=True, embed_dims=[32, 64, 128, 256],
-                            depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8],
-                            num_clusters=[4, 2, 2, -1])),
-    decode_head=dict(in_channels=[32, 64, 128, 256]),
+    backbone=dict(arch={arch}),
+    decode_head=dict(in_channels={channels}),
     auxiliary_head=dict(in_channels=128))
 train_dataloader = dict(num_workers=0, dataset=dict(data_root=data_root))
 val_dataloader = dict(num_workers=0, dataset=dict(data_root=data_root))
@@ -33,12 +33,13 @@ default_hooks = dict(checkpoint=dict(interval=2))
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU path')
 def test_two_process_gloo_training_on_demo_data(tmp_path):
-    from mmsecvit.datasets.demo import make_demo_data
     make_demo_data(str(tmp_path / 'data'), num_train=8, num_val=2, coco=False)
     config = tmp_path / 'small.py'
     config.write_text(
         SMALL_CONFIG.format(
             base=DEMO_CONFIG,
+            arch=arch_literal(_delete_=True),
+            channels=TEST_ARCH['embed_dims'],
             data_root=str(tmp_path / 'data/ade/ADEChallengeData2016')))
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

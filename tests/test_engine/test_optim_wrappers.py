@@ -5,12 +5,7 @@ from mmengine.model import BaseModel
 from mmengine.optim import build_optim_wrapper
 
 from mmsecvit.registry import MODELS
-
-SMALL_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
+from mmsecvit.testing import TEST_ARCH
 
 
 class _BackboneRegressor(BaseModel):
@@ -18,7 +13,7 @@ class _BackboneRegressor(BaseModel):
     def __init__(self):
         super().__init__()
         self.backbone = MODELS.build(
-            dict(type='mmsecvit.SecViT', arch=SMALL_ARCH))
+            dict(type='mmsecvit.SecViT', arch=TEST_ARCH))
         self.output_dtypes = []
 
     def forward(self, inputs, mode='loss'):

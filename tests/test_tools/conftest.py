@@ -8,14 +8,13 @@ import sys
 import pytest
 
 from mmsecvit.datasets.demo import make_demo_data
+from mmsecvit.testing import TEST_ARCH, arch_literal
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS = osp.join(REPO_ROOT, 'tools')
 
-SMALL_ARCH = ('dict(_delete_=True, embed_dims=[32, 64, 128, 256], '
-              'depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], '
-              'num_clusters=[4, 2, 2, -1])')
-SMALL_CHANNELS = '[32, 64, 128, 256]'
+SMALL_ARCH = arch_literal(_delete_=True)
+SMALL_CHANNELS = str(TEST_ARCH['embed_dims'])
 # One or two iterations, no dataloader workers, and fewer proposals and
 # detections so that evaluating an untrained model stays quick.
 _COMMON = """

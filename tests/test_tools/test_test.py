@@ -9,7 +9,7 @@ import torch
 from conftest import run_tool, small_config
 from mmengine.registry import DefaultScope
 
-from mmsecvit.utils.tool_utils import load_config, register_codebase
+from mmsecvit.engine.tool_config import load_config, register_codebase
 
 
 def untrained_checkpoint(config: str, path: str) -> str:

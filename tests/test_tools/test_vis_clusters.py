@@ -9,14 +9,14 @@ import torch
 from conftest import TOOLS
 from skimage import data as skimage_data
 
-from mmsecvit.models import SecViT
+from mmsecvit.models import SecViT, parse_arch
 from mmsecvit.models.layers import record_cluster_assignments
+from mmsecvit.testing import arch_literal
 from mmsecvit.visualization import (build_vis_backbone, cluster_palette,
                                     grid_shape, image_to_tensor, panel_origin,
-                                    parse_arch, resize_longer_side)
+                                    resize_longer_side)
 
-ARCH = ('dict(embed_dims=[32, 64, 128, 256], depths=[1, 1, 1, 1], '
-        'num_heads=[1, 2, 4, 8], num_clusters=[4, 2, 2, -1])')
+ARCH = arch_literal()
 
 
 @pytest.fixture(scope='module')

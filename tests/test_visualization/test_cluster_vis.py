@@ -3,19 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from mmsecvit.models import SecViT
 from mmsecvit.models.layers import record_cluster_assignments
-from mmsecvit.visualization import (
-    RANDOM_WEIGHTS_NOTE, build_vis_backbone, cluster_boundaries,
-    cluster_palette, collect_cluster_maps, draw_cluster_grid,
-    draw_cluster_overlay, grid_shape, image_to_tensor, panel_title, parse_arch,
-    select_cluster_maps, token_index, upsample_labels)
+from mmsecvit.testing import arch_with
+from mmsecvit.visualization import (RANDOM_WEIGHTS_NOTE, build_vis_backbone,
+                                    cluster_boundaries, cluster_palette,
+                                    collect_cluster_maps, draw_cluster_grid,
+                                    draw_cluster_overlay, grid_shape,
+                                    image_to_tensor, panel_title,
+                                    select_cluster_maps, token_index,
+                                    upsample_labels)
 
-SMALL_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 2, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
+SMALL_ARCH = arch_with(depths=[1, 2, 1, 1])
 
 
 @pytest.fixture(scope='module')
@@ -154,18 +152,6 @@ def test_grid_has_a_row_per_block_and_a_column_per_head(backbone, image):
     assert one_head.shape == (*grid_shape((40, 72), rows=2, cols=1), 3)
     with pytest.raises(ValueError, match='head 3 does not exist'):
         draw_cluster_grid(image, maps, heads=[3])
-
-
-def test_parse_arch_reads_names_and_dict_literals():
-    assert parse_arch('S') == 's'
-    literal = ('dict(embed_dims=[32, 64, 128, 256], depths=[1, 1, 1, 1], '
-               'num_heads=[1, 2, 4, 8], num_clusters=[4, 2, 2, -1])')
-    arch = parse_arch(literal)
-    assert arch['num_clusters'] == [4, 2, 2, -1]
-    assert isinstance(SecViT(arch=arch), SecViT)
-    assert parse_arch(str(SMALL_ARCH)) == SMALL_ARCH
-    with pytest.raises(ValueError, match='Unknown SecViT arch'):
-        parse_arch('huge')
 
 
 def test_same_seed_builds_the_same_random_backbone():

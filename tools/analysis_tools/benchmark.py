@@ -2,7 +2,7 @@
 """Latency and peak memory of the SecViT backbones against a plainly
 written SEC attention and mmdet's Swin-T, side by side in one run.
 
-Every case runs in a fresh process (see :mod:`mmsecvit.utils.benchmark` for
+Every case runs in a fresh process (see :mod:`mmsecvit.analysis.benchmark` for
 how memory is measured). Writes a markdown table and a bar chart.
 
 Examples:
@@ -15,15 +15,11 @@ Examples:
         --impls fast --repeats 20 --warmup 5
 """
 import argparse
-import json
 
-from mmsecvit.utils.benchmark import (IMPLS, KEEP_HEAP_ENV, MODES,
-                                      build_cases, parse_size, run_benchmark)
-
-
-def parse_arch(text):
-    """An arch name, or a JSON dict for a custom arch."""
-    return json.loads(text) if text.lstrip().startswith('{') else text
+from mmsecvit.analysis.benchmark import (IMPLS, KEEP_HEAP_ENV, MODES,
+                                         build_cases, parse_size,
+                                         run_benchmark)
+from mmsecvit.models import parse_arch
 
 
 def parse_args(argv=None):

@@ -3,7 +3,7 @@
 
 Counts with mmengine's FlopAnalyzer plus a handle for
 ``scaled_dot_product_attention`` (SecViT's attention matmuls), one
-multiply-add counted as one FLOP; see :mod:`mmsecvit.utils.flops`.
+multiply-add counted as one FLOP; see :mod:`mmsecvit.analysis.flops`.
 
 Examples:
     # Backbones at 224x224, next to the paper's figures:
@@ -13,12 +13,12 @@ Examples:
         --config configs/maskrcnn_secvit_s.py --size 800x1344
 """
 import argparse
-import json
 
 from mmengine.config import DictAction
 
-from mmsecvit.utils.benchmark import parse_size
-from mmsecvit.utils.flops import backbone_flops, model_flops
+from mmsecvit.analysis.benchmark import parse_size
+from mmsecvit.analysis.flops import backbone_flops, model_flops
+from mmsecvit.models import parse_arch
 
 # GFLOPs at 224x224 in the SecViT paper (arXiv 2405.13337, Table 1).
 PAPER_GFLOPS = {'tiny': 2.5, 'small': 4.4, 'base': 9.7, 'large': 18.1}
@@ -28,8 +28,9 @@ FULL_NAMES = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
-        '--archs', nargs='+', default=['tiny', 'small', 'base', 'large'],
-        help='SecViT archs (t s b l or full names), or JSON dicts')
+        '--archs', nargs='+', type=parse_arch,
+        default=['tiny', 'small', 'base', 'large'],
+        help='SecViT archs (t s b l or full names), or JSON / Python dicts')
     parser.add_argument('--config', help='count a whole model instead')
     parser.add_argument('--size', type=parse_size, default=(224, 224),
                         help='input HxW')
@@ -58,11 +59,10 @@ def main(argv=None):
           'attention matmuls | paper GFLOPs (224x224) |')
     print('|---|---|---|---|---|---|')
     for arch in args.archs:
-        if arch.lstrip().startswith('{'):
-            arch = json.loads(arch)
+        if isinstance(arch, dict):
             name = 'custom'
         else:
-            name = FULL_NAMES.get(arch.lower(), arch.lower())
+            name = FULL_NAMES.get(arch, arch)
         result = backbone_flops(arch, args.size,
                                 cluster_mode=args.cluster_mode)
         without = backbone_flops(arch, args.size, count_attention=False,

@@ -19,9 +19,10 @@ import os.path as osp
 import mmcv
 import mmengine
 
+from mmsecvit.models import parse_arch
 from mmsecvit.visualization import (build_vis_backbone, collect_cluster_maps,
-                                    draw_cluster_grid, parse_arch,
-                                    resize_longer_side, select_cluster_maps)
+                                    draw_cluster_grid, resize_longer_side,
+                                    select_cluster_maps)
 
 
 def parse_args(argv=None):

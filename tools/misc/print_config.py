@@ -10,7 +10,7 @@ import os.path as osp
 
 from mmengine.config import Config
 
-from mmsecvit.utils.tool_utils import add_cfg_options_argument
+from mmsecvit.engine.cli import add_cfg_options_argument
 
 
 def parse_args():

@@ -9,9 +9,11 @@ import sys
 
 import torch
 
-from mmsecvit.models.backbones.secvit_checkpoint import (
-    infer_arch, read_checkpoint, select_state_dict, strip_classifier)
-from mmsecvit.utils.checkpoint import atomic_write_bytes
+from mmsecvit.models import infer_arch
+from mmsecvit.models.backbones.secvit_weights import (read_checkpoint,
+                                                      select_state_dict,
+                                                      strip_classifier)
+from mmsecvit.utils.fileio import atomic_write_bytes
 
 
 def parse_args():

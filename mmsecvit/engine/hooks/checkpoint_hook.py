@@ -11,7 +11,7 @@ from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 
 from mmsecvit.registry import HOOKS
-from mmsecvit.utils.checkpoint import ATOMIC_BACKEND_ARGS, atomic_write_text
+from mmsecvit.utils.fileio import ATOMIC_BACKEND_ARGS, atomic_write_text
 
 RNG_STATES_KEY = 'rng_states'
 

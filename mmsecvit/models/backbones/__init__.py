@@ -1,4 +1,4 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-from .secvit import SecViT
+from .secvit import SecViT, infer_arch, parse_arch
 
-__all__ = ['SecViT']
+__all__ = ['SecViT', 'infer_arch', 'parse_arch']

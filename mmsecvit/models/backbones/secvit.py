@@ -6,7 +6,9 @@ for Clustering Vision Tokens", arXiv 2405.13337. Module and parameter names
 follow the authors' classification code so that their ImageNet checkpoints
 load without conversion.
 """
+import ast
 import copy
+import json
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -22,9 +24,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmsecvit.registry import MODELS
 from ..layers import (LayerNorm2d, RoPE2d, SECAttention, conv_norm,
                       conv_plus_identity)
-from ..layers.selective_checkpoint import (
-    check_selective_checkpoint_support, selective_checkpoint_context)
-from .secvit_checkpoint import load_pretrained_backbone
+from ..layers.activation_checkpoint import (check_selective_checkpoint_support,
+                                            selective_checkpoint_context)
+from .secvit_weights import (CheckpointMismatchError, check_compatible,
+                             load_pretrained_backbone)
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -667,3 +670,63 @@ class SecViT(BaseModule):
         else:
             depth = num_layers - 1
         return depth, num_layers
+
+
+def parse_arch(text: str) -> Union[str, dict]:
+    """Read an arch given as text, e.g. on a command line.
+
+    Args:
+        text (str): A name of :attr:`SecViT.arch_zoo` ('t', 'small', ...,
+            any case), a JSON object (``'{"embed_dims": [...], ...}'``) or a
+            Python dict literal (``"dict(embed_dims=[...], ...)"`` or
+            ``"{'embed_dims': [...], ...}"``).
+
+    Returns:
+        str | dict: What :class:`SecViT` takes as ``arch`` (names in lower
+        case).
+
+    Raises:
+        ValueError: An unknown name or a dict that cannot be read.
+
+    Examples:
+        >>> parse_arch('S')
+        's'
+        >>> parse_arch('{"embed_dims": [32, 64, 128, 256]}')
+        {'embed_dims': [32, 64, 128, 256]}
+    """
+    stripped = text.strip()
+    if stripped.startswith('dict(') and stripped.endswith(')'):
+        call = ast.parse(stripped, mode='eval').body
+        try:
+            return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+        except ValueError as err:
+            raise ValueError(f'Cannot read the arch {text!r}: the values of '
+                             f'dict(...) must be literals.') from err
+    if stripped.startswith('{'):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass
+        try:
+            return ast.literal_eval(stripped)
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f'Cannot read the arch {text!r} as a JSON '
+                             f'object or a dict literal.') from err
+    if stripped.lower() not in SecViT.arch_zoo:
+        raise ValueError(f'Unknown SecViT arch {text!r}; choose one of '
+                         f'{sorted(SecViT.arch_zoo)} or give a dict.')
+    return stripped.lower()
+
+
+def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
+    """The name of the arch in :attr:`SecViT.arch_zoo` whose backbone has
+    exactly the tensors of ``state_dict`` (classifier removed), or None."""
+    for arch in ('tiny', 'small', 'base', 'large'):
+        with torch.device('meta'):
+            model = SecViT(arch=arch, out_norm=False)
+        try:
+            check_compatible(model, state_dict, '')
+        except CheckpointMismatchError:
+            continue
+        return arch
+    return None

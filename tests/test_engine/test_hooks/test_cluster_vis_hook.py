@@ -13,13 +13,8 @@ from mmengine.runner import Runner
 from mmsecvit.engine.hooks import ClusterVisHook
 from mmsecvit.models import SecViT
 from mmsecvit.registry import HOOKS
+from mmsecvit.testing import TEST_ARCH
 from mmsecvit.visualization import grid_shape
-
-SMALL_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
 
 
 class ToyDetector(BaseModel):
@@ -27,7 +22,7 @@ class ToyDetector(BaseModel):
 
     def __init__(self):
         super().__init__()
-        self.backbone = SecViT(arch=SMALL_ARCH)
+        self.backbone = SecViT(arch=TEST_ARCH)
 
     def forward(self, inputs, data_samples=None, mode='tensor'):
         feats = self.backbone(inputs)

@@ -6,16 +6,12 @@ from torch import nn
 
 from mmsecvit.engine import LayerDecayOptimWrapperConstructor
 from mmsecvit.models.backbones import SecViT
+from mmsecvit.testing import arch_with
 
 BASE_LR = 1e-3
 BASE_WD = 0.05
 RATE = 0.5
-SMALL_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1],
-    layer_scales=[True] * 4)
+SMALL_ARCH = arch_with(layer_scales=[True] * 4)
 
 
 class ToyDetector(nn.Module):

@@ -1,5 +1,6 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 import copy
+import json
 
 import pytest
 import torch
@@ -7,16 +8,11 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mmsecvit.models import SecViT
-from mmsecvit.models.layers import record_cluster_assignments
+from mmsecvit.models import SecViT, parse_arch
+from mmsecvit.models.layers import (activation_checkpoint,
+                                    record_cluster_assignments)
 from mmsecvit.registry import MODELS
-from mmsecvit.testing import randomize_weights
-
-SMALL_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
+from mmsecvit.testing import TEST_ARCH, arch_literal, randomize_weights
 
 # Published parameter counts of the authors' classification models.
 PARAMS_WITH_HEAD = dict(
@@ -26,7 +22,7 @@ PARAMS_BACKBONE = dict(
 
 
 def small_model(**kwargs) -> SecViT:
-    model = SecViT(arch=copy.deepcopy(SMALL_ARCH), **kwargs)
+    model = SecViT(arch=copy.deepcopy(TEST_ARCH), **kwargs)
     return randomize_weights(model, seed=0)
 
 
@@ -49,12 +45,12 @@ def test_arch_aliases_and_registry():
     assert SecViT(arch='s').arch_settings == SecViT(arch='small').arch_settings
     # The scoped name works from any registry and any default scope, as
     # mmdet/mmseg configs use it.
-    model = MODELS.build(dict(type='mmsecvit.SecViT', arch=SMALL_ARCH))
+    model = MODELS.build(dict(type='mmsecvit.SecViT', arch=TEST_ARCH))
     assert isinstance(model, SecViT)
     from mmdet.registry import MODELS as DET_MODELS
     from mmseg.registry import MODELS as SEG_MODELS
     for registry in (DET_MODELS, SEG_MODELS):
-        model = registry.build(dict(type='mmsecvit.SecViT', arch=SMALL_ARCH))
+        model = registry.build(dict(type='mmsecvit.SecViT', arch=TEST_ARCH))
         assert isinstance(model, SecViT)
 
 
@@ -102,7 +98,7 @@ def test_output_shapes_for_any_input_size(size):
     assert len(outs) == 4
     for i, out in enumerate(outs):
         stride = 2**(i + 2)
-        expected = (2, SMALL_ARCH['embed_dims'][i], -(-size[0] // stride),
+        expected = (2, TEST_ARCH['embed_dims'][i], -(-size[0] // stride),
                     -(-size[1] // stride))
         assert tuple(out.shape) == expected
 
@@ -296,7 +292,7 @@ def test_checkpointing_recomputes_the_convolutions_it_should(
 
 def test_unknown_with_cp_is_rejected():
     with pytest.raises(ValueError, match='with_cp must be'):
-        SecViT(arch=copy.deepcopy(SMALL_ARCH), with_cp='some')
+        SecViT(arch=copy.deepcopy(TEST_ARCH), with_cp='some')
 
 
 def test_drop_path_rate_defaults_to_the_arch_and_can_be_overridden():
@@ -322,7 +318,7 @@ def test_get_layer_depth():
 
 
 def test_default_init_follows_the_authors():
-    model = SecViT(arch=SMALL_ARCH)
+    model = SecViT(arch=TEST_ARCH)
     model.init_weights()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     weights = torch.cat([m.weight.flatten() for m in convs])
@@ -341,16 +337,30 @@ def test_runs_in_the_model_dtype(dtype):
 
 def test_crop_batch_padding_refuses_syncbn():
     with pytest.raises(ValueError, match='SyncBN'):
-        SecViT(arch=SMALL_ARCH, crop_batch_padding=True,
+        SecViT(arch=TEST_ARCH, crop_batch_padding=True,
                norm_cfg=dict(type='SyncBN', requires_grad=True))
 
 
 def test_selective_checkpointing_on_an_old_torch_says_what_to_do(
         monkeypatch):
-    from mmsecvit.models.layers import selective_checkpoint
-    monkeypatch.setattr(selective_checkpoint,
+    monkeypatch.setattr(activation_checkpoint,
                         'create_selective_checkpoint_contexts', None)
     with pytest.raises(RuntimeError, match=r'torch >= 2.4.*with_cp=True'):
-        SecViT(arch=copy.deepcopy(SMALL_ARCH), with_cp='selective')
+        SecViT(arch=copy.deepcopy(TEST_ARCH), with_cp='selective')
     # Nothing else depends on it.
-    SecViT(arch=copy.deepcopy(SMALL_ARCH), with_cp=True)
+    SecViT(arch=copy.deepcopy(TEST_ARCH), with_cp=True)
+
+
+def test_parse_arch_reads_names_json_and_dict_literals():
+    assert parse_arch(' S ') == 's'
+    arch = parse_arch(arch_literal())
+    assert arch == TEST_ARCH
+    assert isinstance(SecViT(arch=arch), SecViT)
+    assert parse_arch(str(TEST_ARCH)) == TEST_ARCH
+    assert parse_arch(json.dumps(TEST_ARCH)) == TEST_ARCH
+    with pytest.raises(ValueError, match='Unknown SecViT arch'):
+        parse_arch('huge')
+    with pytest.raises(ValueError, match='values of dict'):
+        parse_arch('dict(depths=list(range(4)))')
+    with pytest.raises(ValueError, match='JSON object or a dict literal'):
+        parse_arch('{depths: [1, 1]}')

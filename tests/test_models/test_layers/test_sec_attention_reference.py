@@ -4,22 +4,14 @@ import pytest
 import torch
 
 from mmsecvit.models import SecViT
-from mmsecvit.models.layers import sec_attention
 from mmsecvit.models.layers import RoPE2d
 from mmsecvit.models.layers.rope import apply_rope, rotate_pairs
 from mmsecvit.models.layers.sec_attention import (clustered_attention,
                                                   resolve_cluster_length,
                                                   rope_qk, sec_order)
-from mmsecvit.testing.weights import randomize_weights
-from mmsecvit.utils.reference_attention import (
-    reference_clustered_attention, reference_sec_order,
-    use_reference_attention)
-
-SMALL_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
+from mmsecvit.testing import (TEST_ARCH, randomize_weights,
+                              reference_clustered_attention,
+                              reference_sec_order, use_reference_attention)
 
 
 def random_qkv(num_tokens, heads=3, dims=8, seed=0):
@@ -138,7 +130,7 @@ def test_fast_attention_gradients_equal_reference():
 def test_backbone_fast_path_equals_reference_path(mode):
     # 72x100 gives maps of 18x25, 9x13, 5x7 and 3x4 tokens: none divides
     # into the clusters evenly.
-    model = SecViT(arch=SMALL_ARCH, cluster_mode=mode, cluster_size=20)
+    model = SecViT(arch=TEST_ARCH, cluster_mode=mode, cluster_size=20)
     model = randomize_weights(model.double(), seed=1).eval()
     x = torch.rand(2, 3, 72, 100, dtype=torch.float64,
                    generator=torch.Generator().manual_seed(0))
@@ -148,12 +140,3 @@ def test_backbone_fast_path_equals_reference_path(mode):
             reference = model(x)
     for a, b in zip(fast, reference):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
-
-
-def test_reference_swap_is_undone_after_the_context():
-    fast = sec_attention.clustered_attention_packed
-    with pytest.raises(RuntimeError):
-        with use_reference_attention():
-            assert sec_attention.clustered_attention_packed is not fast
-            raise RuntimeError('leave the context through an error')
-    assert sec_attention.clustered_attention_packed is fast

@@ -24,10 +24,15 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+
+from mmsecvit.models import SecViT
+from mmsecvit.testing import (compare_with_reference_attention,
+                              randomize_weights, use_reference_attention)
 
 SECVIT_ARCHS = ('tiny', 'small', 'base', 'large')
 MODES = ('num_clusters', 'cluster_size')
@@ -117,8 +122,6 @@ def build_backbone(case: Case) -> torch.nn.Module:
     if case.model != 'secvit':
         raise ValueError(f"Unknown model {case.model!r}; use 'secvit' or "
                          "'swin-t'.")
-    from mmsecvit.models import SecViT
-    from mmsecvit.testing.weights import randomize_weights
     model = SecViT(
         arch=case.arch,
         cluster_mode=case.mode,
@@ -144,7 +147,6 @@ def _max_abs_diff(a: Sequence[torch.Tensor],
 
 def run_case(case: Case) -> Result:
     """Measure a case in this process."""
-    from .reference_attention import use_reference_attention
     torch.set_num_threads(case.threads)
     torch.manual_seed(0)
     result = Result(case)
@@ -174,7 +176,6 @@ def run_case(case: Case) -> Result:
     if reference:
         context = use_reference_attention()
     else:
-        from contextlib import nullcontext
         context = nullcontext()
     with context:
         for _ in range(case.warmup):
@@ -205,24 +206,8 @@ def _attention_diff(model: torch.nn.Module, x: torch.Tensor) -> float:
     the next block's ranking and change its output by 1e-2 or more, with
     both paths correct (in float64 they agree to 1e-10, see the tests).
     """
-    from mmsecvit.models.layers import sec_attention
-
-    from .reference_attention import _reference_packed
-    fast = sec_attention.clustered_attention_packed
-    diffs = []
-
-    def both(qkv, cluster_length, order=None):
-        out = _reference_packed(qkv, cluster_length, order)
-        diffs.append(
-            float((out - fast(qkv, cluster_length, order)).abs().max()))
-        return out
-
-    sec_attention.clustered_attention_packed = both
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        sec_attention.clustered_attention_packed = fast
+    with compare_with_reference_attention() as diffs, torch.no_grad():
+        model(x)
     return max(diffs)
 
 
@@ -249,7 +234,7 @@ def measure_in_subprocess(case: Case,
         env (dict, optional): Environment variables to set in the process,
             e.g. :data:`KEEP_HEAP_ENV`.
     """
-    cmd = [sys.executable, '-m', 'mmsecvit.utils.benchmark',
+    cmd = [sys.executable, '-m', 'mmsecvit.analysis.benchmark',
            json.dumps(asdict(case))]
     env = dict(os.environ, **(env or {}))
     root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))

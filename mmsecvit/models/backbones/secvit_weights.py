@@ -1,5 +1,6 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-"""Loading the authors' ImageNet checkpoints (and our own) into SecViT."""
+"""Loading weight files (the authors' ImageNet checkpoints, our own and
+mmdet's / mmseg's) into SecViT."""
 import argparse
 import re
 from collections import OrderedDict
@@ -8,6 +9,9 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
+from mmengine.runner import CheckpointLoader
+
+from mmsecvit.utils.fileio import load_checkpoint_file
 
 # Parameters of the authors' classification head, absent from the backbone:
 # a 1x1 projection, its BatchNorm and the classifier.
@@ -123,10 +127,7 @@ def read_checkpoint(filename: str) -> dict:
     Raises:
         FileNotFoundError: For a missing local file, with what to do.
     """
-    from mmsecvit.utils.checkpoint import load_checkpoint_file
-
     if '://' in str(filename):
-        from mmengine.runner import CheckpointLoader
         return CheckpointLoader.load_checkpoint(filename, map_location='cpu')
     try:
         # The authors' training script stores its argparse.Namespace under
@@ -169,19 +170,3 @@ def load_pretrained_backbone(model: nn.Module,
     if left_out:
         logger.info('Not in the checkpoint, initialised here: ' +
                     ', '.join(left_out))
-
-
-def infer_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
-    """The name of the arch in ``SecViT.arch_zoo`` whose backbone has
-    exactly the tensors of ``state_dict`` (classifier removed), or None."""
-    from .secvit import SecViT
-
-    for arch in ('tiny', 'small', 'base', 'large'):
-        with torch.device('meta'):
-            model = SecViT(arch=arch, out_norm=False)
-        try:
-            check_compatible(model, state_dict, '')
-        except CheckpointMismatchError:
-            continue
-        return arch
-    return None

@@ -6,13 +6,16 @@ behaviour (scope detection, ``--amp``, ``--resume``, ``--tta`` ...) is tested
 here rather than through subprocesses. The behaviour follows mmdet's and
 mmseg's own tools.
 """
-import os
 import os.path as osp
 import warnings
 from copy import deepcopy
 from typing import Optional
 
 from mmengine.config import Config, ConfigDict
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from .runtime import prepare_runtime
 
 #: The OpenMMLab codebases the tools can drive, by registry scope.
 CODEBASES = ('mmdet', 'mmseg')
@@ -22,40 +25,6 @@ _PREPROCESSOR_CODEBASE = {
     'DetDataPreprocessor': 'mmdet',
     'SegDataPreprocessor': 'mmseg',
 }
-
-
-def add_cfg_options_argument(parser) -> None:
-    """Add ``--cfg-options`` (key=value overrides merged into the config),
-    as every OpenMMLab tool has it."""
-    from mmengine.config import DictAction
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-
-
-def add_launcher_arguments(parser) -> None:
-    """Add ``--launcher`` and the local rank that launchers pass, under both
-    spellings: ``--local-rank`` (torch >= 2.0) and ``--local_rank``."""
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-
-
-def export_local_rank(args) -> None:
-    """Make the local rank given on the command line visible to MMEngine,
-    which reads ``LOCAL_RANK`` from the environment."""
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
 
 
 def load_config(config: str,
@@ -335,10 +304,6 @@ def build_runner(cfg: Config, launcher: str = 'none'):
     Returns:
         mmengine.runner.Runner: The runner (``runner_type`` honoured).
     """
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-
-    from mmsecvit.engine import prepare_runtime
     cfg = prepare_runtime(cfg, launcher)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)

@@ -4,11 +4,12 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from mmsecvit.utils.tool_utils import (detect_codebase, enable_amp,
-                                       enable_auto_scale_lr, enable_tta,
-                                       enable_visualization, load_config,
-                                       register_codebase, results_dump_metric,
-                                       set_resume, set_seg_output_dir)
+from mmsecvit.engine.tool_config import (detect_codebase, enable_amp,
+                                         enable_auto_scale_lr, enable_tta,
+                                         enable_visualization, load_config,
+                                         register_codebase,
+                                         results_dump_metric, set_resume,
+                                         set_seg_output_dir)
 
 
 @pytest.fixture

@@ -9,16 +9,11 @@ import pytest
 import torch
 
 from mmsecvit.models import SecViT
-from mmsecvit.models.backbones.secvit_checkpoint import (
-    CheckpointMismatchError, infer_arch)
-from mmsecvit.testing import randomize_weights
+from mmsecvit.models.backbones import infer_arch
+from mmsecvit.models.backbones.secvit_weights import CheckpointMismatchError
+from mmsecvit.testing import TEST_ARCH, randomize_weights
 
 REPO = Path(__file__).resolve().parents[3]
-SMALL_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
 
 
 def authors_state_dict(arch, seed):
@@ -47,8 +42,8 @@ def official_checkpoint(tmp_path):
     path = tmp_path / 'secvit_official.pth'
     torch.save(
         dict(
-            model=authors_state_dict(SMALL_ARCH, seed=1),
-            model_ema=authors_state_dict(SMALL_ARCH, seed=2),
+            model=authors_state_dict(TEST_ARCH, seed=1),
+            model_ema=authors_state_dict(TEST_ARCH, seed=2),
             optimizer=dict(state={}, param_groups=[]),
             epoch=299,
             max_accuracy=84.2,
@@ -59,7 +54,7 @@ def official_checkpoint(tmp_path):
 
 def pretrained(path, **kwargs):
     return SecViT(
-        arch=copy.deepcopy(SMALL_ARCH),
+        arch=copy.deepcopy(TEST_ARCH),
         init_cfg=dict(type='Pretrained', checkpoint=str(path)),
         **kwargs)
 
@@ -71,7 +66,7 @@ def test_official_checkpoint_loads_the_chosen_weights(official_checkpoint,
     norm_before = model.norm0.norm.weight.clone()
     model.init_weights()
     expected = randomize_weights(
-        SecViT(arch=SMALL_ARCH, out_norm=False), seed=seed).state_dict()
+        SecViT(arch=TEST_ARCH, out_norm=False), seed=seed).state_dict()
     loaded = model.state_dict()
     for name, value in expected.items():
         torch.testing.assert_close(loaded[name], value, msg=name)
@@ -81,7 +76,7 @@ def test_official_checkpoint_loads_the_chosen_weights(official_checkpoint,
 
 def test_checkpoint_of_another_arch_gets_a_clear_error(tmp_path):
     path = tmp_path / 'other.pth'
-    other = dict(SMALL_ARCH, depths=[1, 1, 2, 1])
+    other = dict(TEST_ARCH, depths=[1, 1, 2, 1])
     torch.save(dict(model=authors_state_dict(other, seed=0)), path)
     model = pretrained(path)
     with pytest.raises(CheckpointMismatchError) as info:
@@ -93,7 +88,7 @@ def test_checkpoint_of_another_arch_gets_a_clear_error(tmp_path):
 
 def test_checkpoint_with_other_widths_names_the_shapes(tmp_path):
     path = tmp_path / 'wide.pth'
-    wide = dict(SMALL_ARCH, embed_dims=[64, 64, 128, 256],
+    wide = dict(TEST_ARCH, embed_dims=[64, 64, 128, 256],
                 num_heads=[2, 2, 4, 8])
     torch.save(dict(model=authors_state_dict(wide, seed=0)), path)
     with pytest.raises(CheckpointMismatchError,
@@ -116,7 +111,7 @@ def test_unknown_checkpoint_key_is_reported(official_checkpoint):
 
 
 def test_detector_checkpoint_loads_through_the_backbone_prefix(tmp_path):
-    source = randomize_weights(SecViT(arch=SMALL_ARCH), seed=3)
+    source = randomize_weights(SecViT(arch=TEST_ARCH), seed=3)
     state_dict = {f'backbone.{k}': v for k, v in source.state_dict().items()}
     state_dict['neck.conv.weight'] = torch.zeros(1)
     path = tmp_path / 'detector.pth'
@@ -163,7 +158,7 @@ def test_converter_writes_a_loadable_backbone_checkpoint(tmp_path):
 
 def test_converter_refuses_a_file_of_no_known_arch(tmp_path):
     src = tmp_path / 'custom.pth'
-    torch.save(dict(model=authors_state_dict(SMALL_ARCH, seed=0)), src)
+    torch.save(dict(model=authors_state_dict(TEST_ARCH, seed=0)), src)
     result = subprocess.run([
         sys.executable, 'tools/model_converters/secvit2mmsecvit.py',
         str(src), str(tmp_path / 'out.pth')

@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from mmsecvit.models import SecViT
+
 SDPA_OPS = ('aten::scaled_dot_product_attention', )
 
 
@@ -73,7 +75,6 @@ def backbone_flops(arch: Any = 'small',
         **kwargs: Further :class:`~mmsecvit.models.SecViT` arguments (e.g.
             ``cluster_mode``).
     """
-    from mmsecvit.models import SecViT
     model = SecViT(arch=arch, **kwargs).eval()
     with torch.no_grad():
         return count_flops(model, (torch.rand(1, 3, *size), ),

@@ -1,8 +1,8 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 import pytest
 
-from mmsecvit.utils.version_check import (SUPPORTED_VERSIONS,
-                                          check_versions, installed_versions)
+from mmsecvit.utils.version_check import (SUPPORTED_VERSIONS, check_versions,
+                                          installed_versions)
 
 GOOD = {
     'mmcv': '2.1.0',

@@ -7,11 +7,13 @@ sqrt(d))`` explicitly for every cluster in a 5-D (B, heads, clusters, L, L)
 layout with padded keys masked, multiply by v and restore the token order
 through the inverse permutation. It is deliberately not in the model: the
 benchmark swaps it in with :func:`use_reference_attention` to measure what
-the fast path gains, and the tests check that both give the same outputs.
+the fast path gains, :func:`compare_with_reference_attention` measures how
+far the two paths differ, and the tests check that both give the same
+outputs.
 """
 import math
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Callable, Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -75,26 +77,71 @@ def reference_clustered_attention(q: torch.Tensor,
     return out.gather(2, restore[..., None].expand(-1, -1, -1, d))
 
 
-def _reference_packed(qkv: torch.Tensor,
-                      cluster_length: int,
-                      order: Optional[torch.Tensor] = None) -> torch.Tensor:
+def reference_clustered_attention_packed(
+        qkv: torch.Tensor,
+        cluster_length: int,
+        order: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`reference_clustered_attention` behind the signature of
-    ``clustered_attention_packed``."""
+    :func:`~mmsecvit.models.layers.sec_attention.clustered_attention_packed`.
+
+    Args:
+        qkv (Tensor): Shape (B, heads, N, 3, head_dims), q and k after RoPE.
+        cluster_length (int): Tokens per cluster; ``>= N`` means global
+            attention.
+        order (Tensor, optional): The token ranking to use.
+
+    Returns:
+        Tensor: Shape (B, heads, N, head_dims), in token order.
+    """
     q, k, v = qkv.unbind(dim=3)
     return reference_clustered_attention(q, k, v, cluster_length, order)
 
 
 @contextmanager
-def use_reference_attention() -> Iterator[None]:
+def _attention_replaced_by(attention: Callable) -> Iterator[None]:
+    """Run every :class:`SECAttention` through ``attention`` (with the
+    signature of ``clustered_attention_packed``) within the context. The
+    only place that swaps the model's attention."""
+    fast = sec_attention.clustered_attention_packed
+    sec_attention.clustered_attention_packed = attention
+    try:
+        yield
+    finally:
+        sec_attention.clustered_attention_packed = fast
+
+
+def use_reference_attention():
     """Run every :class:`SECAttention` through
     :func:`reference_clustered_attention` within the context.
 
     The token ranking the model computes is handed over unchanged, so that
     both paths cluster identically and only the attention differs.
+
+    Examples:
+        >>> with use_reference_attention():
+        ...     outs = model(x)  # doctest: +SKIP
+    """
+    return _attention_replaced_by(reference_clustered_attention_packed)
+
+
+@contextmanager
+def compare_with_reference_attention() -> Iterator[List[float]]:
+    """Run the reference and the fast attention side by side in every
+    :class:`SECAttention` within the context, both fed the same q, k, v and
+    token ranking; the reference's output goes on through the model.
+
+    Yields:
+        list[float]: Filled with the largest absolute difference between the
+        two outputs, one entry per attention call.
     """
     fast = sec_attention.clustered_attention_packed
-    sec_attention.clustered_attention_packed = _reference_packed
-    try:
-        yield
-    finally:
-        sec_attention.clustered_attention_packed = fast
+    diffs: List[float] = []
+
+    def both(qkv, cluster_length, order=None):
+        out = reference_clustered_attention_packed(qkv, cluster_length, order)
+        diffs.append(
+            float((out - fast(qkv, cluster_length, order)).abs().max()))
+        return out
+
+    with _attention_replaced_by(both):
+        yield diffs

@@ -1,0 +1,94 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""The benchmark measures, compares and reports (no timing asserts)."""
+import subprocess
+
+import pytest
+
+from mmsecvit.analysis import benchmark
+from mmsecvit.analysis.benchmark import (Case, Result, build_cases,
+                                         format_table, parse_size)
+
+
+def test_build_cases_puts_swin_first_and_adds_training_cases():
+    cases = build_cases(['small'], [(224, 224)], train_sizes=[(64, 64)])
+    assert cases[0].model == 'swin-t'
+    infer = [c for c in cases if c.task == 'infer']
+    assert len(infer) == 1 + 2 * 2  # Swin-T, 2 modes x 2 attentions
+    train = [c for c in cases if c.task == 'train']
+    assert {c.with_cp for c in train} == {False, 'selective', True}
+    # Swin-T has no selective checkpointing; SecViT 2 modes x 3 settings.
+    swin = [c for c in train if c.model == 'swin-t']
+    assert sorted(c.with_cp for c in swin) == [False, True]
+    assert len(train) == 2 + 2 * 3
+    assert all(c.batch == 2 and c.impl == 'fast' for c in train)
+
+
+def test_build_cases_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match='Unknown mode'):
+        build_cases(['small'], [(224, 224)], modes=['clusters'])
+
+
+@pytest.mark.parametrize('text, size', [('800x1333', (800, 1333)),
+                                        ('224', (224, 224))])
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+def test_parse_size_explains_a_bad_size():
+    with pytest.raises(ValueError, match='HxW'):
+        parse_size('800by1333')
+
+
+def test_table_shows_failures_and_ratios_to_the_first_row():
+    results = [
+        Result(Case(model='swin-t'), times=[2.0, 1.0, 3.0],
+               peak_mem_mib=10),
+        Result(Case(), times=[4.0], peak_mem_mib=20, max_abs_diff=None),
+        Result(Case(impl='reference'), error='out of memory'),
+    ]
+    table = format_table(results)
+    assert '| 2.000 | 1.000-3.000 | 1.00x |' in table
+    assert '| 2.00x |' in table
+    assert 'failed: out of memory' in table
+
+
+def test_measuring_process_gets_the_allocator_settings(monkeypatch):
+    seen = {}
+
+    def fake_run(cmd, env=None, **kwargs):
+        seen.update(env)
+        return subprocess.CompletedProcess(
+            cmd, 0, stdout='{"times": [1.0], "peak_mem_mib": 1.0, '
+            '"max_abs_diff": null}\n', stderr='')
+
+    monkeypatch.setattr(benchmark.subprocess, 'run', fake_run)
+    result = benchmark.measure_in_subprocess(
+        benchmark.Case(), env=benchmark.KEEP_HEAP_ENV)
+    assert result.times == [1.0]
+    for name, value in benchmark.KEEP_HEAP_ENV.items():
+        assert seen[name] == value
+    assert 'PYTHONPATH' in seen
+
+
+def test_rounds_interleave_the_cases_and_pool_their_runs(monkeypatch):
+    order = []
+
+    def fake_measure(case, env=None):
+        order.append(case.model)
+        time = 1.0 if case.model == 'swin-t' else 2.0 + len(order)
+        return Result(case, times=[time], peak_mem_mib=float(len(order)))
+
+    monkeypatch.setattr(benchmark, 'measure_in_subprocess', fake_measure)
+    cases = [Case(model='swin-t'), Case()]
+    results = benchmark.run_benchmark(
+        cases, rounds=3, log=lambda *args: None)
+    assert order == ['swin-t', 'secvit'] * 3
+    assert results[0].times == [1.0] * 3
+    assert results[1].times == [4.0, 6.0, 8.0]
+    assert results[1].median == 6.0
+    assert results[1].peak_mem_mib == 6.0  # the largest of the rounds
+
+
+def test_rounds_must_be_positive():
+    with pytest.raises(ValueError, match='rounds'):
+        benchmark.run_benchmark([Case()], rounds=0, log=lambda *args: None)
