@@ -16,12 +16,12 @@ from mmsecvit.utils import load_checkpoint_file
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_CONFIG = osp.join(REPO, 'configs/demo/upernet_secvit-s_demo-ade.py')
 
-SMALL_CONFIG = """
-_base_ = {base!r}
-data_root = {data_root!r}
+SMALL_CONFIG = f"""
+_base_ = {{base!r}}
+data_root = {{data_root!r}}
 model = dict(
-    backbone=dict(arch={arch}),
-    decode_head=dict(in_channels={channels}),
+    backbone=dict(arch={arch_literal(_delete_=True)}),
+    decode_head=dict(in_channels={TEST_ARCH['embed_dims']}),
     auxiliary_head=dict(in_channels=128))
 train_dataloader = dict(num_workers=0, dataset=dict(data_root=data_root))
 val_dataloader = dict(num_workers=0, dataset=dict(data_root=data_root))
@@ -38,8 +38,6 @@ def test_two_process_gloo_training_on_demo_data(tmp_path):
     config.write_text(
         SMALL_CONFIG.format(
             base=DEMO_CONFIG,
-            arch=arch_literal(_delete_=True),
-            channels=TEST_ARCH['embed_dims'],
             data_root=str(tmp_path / 'data/ade/ADEChallengeData2016')))
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

@@ -37,7 +37,8 @@ def test_amp_without_cuda_uses_bfloat16_autocast_wrapper():
                 optimizer=dict(type='SGD', lr=0.1))))
     select_amp(cfg, cuda=False)
     assert cfg.optim_wrapper == dict(
-        type='BF16AutocastOptimWrapper', optimizer=dict(type='SGD', lr=0.1))
+        type='mmsecvit.BF16AutocastOptimWrapper',
+        optimizer=dict(type='SGD', lr=0.1))
 
 
 def test_amp_on_gpu_picks_bf16_or_fp16_with_loss_scaling(monkeypatch):
@@ -59,7 +60,7 @@ def test_checkpoint_hook_and_epoch_loop_become_resumable():
                 train_cfg=dict(type='EpochBasedTrainLoop', max_epochs=2))))
     assert cfg.default_hooks.checkpoint == dict(
         type='mmsecvit.ResumableCheckpointHook', interval=1)
-    assert cfg.train_cfg.type == 'ResumableEpochBasedTrainLoop'
+    assert cfg.train_cfg.type == 'mmsecvit.ResumableEpochBasedTrainLoop'
 
 
 def test_iteration_loop_is_left_alone():

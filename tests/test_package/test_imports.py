@@ -27,7 +27,11 @@ MODULE_NAMES = _all_module_names()
 def test_package_has_the_documented_layout():
     for name in ('mmsecvit.registry', 'mmsecvit.version',
                  'mmsecvit.models.backbones', 'mmsecvit.engine',
-                 'mmsecvit.utils', 'mmsecvit.utils.collect_env',
+                 'mmsecvit.engine.preflight', 'mmsecvit.engine.tool_config',
+                 'mmsecvit.analysis.benchmark', 'mmsecvit.analysis.flops',
+                 'mmsecvit.testing.archs',
+                 'mmsecvit.testing.reference_attention', 'mmsecvit.utils',
+                 'mmsecvit.utils.fileio', 'mmsecvit.utils.collect_env',
                  'mmsecvit.utils.version_check'):
         assert name in MODULE_NAMES
 

@@ -203,8 +203,9 @@ class SecViTStage(nn.Module):
                  **block_cfg) -> None:
         super().__init__()
         self.with_cp = with_cp
-        # What checkpointing keeps: selected outputs, or nothing ('full').
-        self._checkpoint_context = (
+        # What activation checkpointing keeps: selected outputs, or nothing
+        # ('full').
+        self._activation_checkpoint_context = (
             selective_checkpoint_context
             if with_cp == 'selective' else cp.noop_context_fn)
         # Named like the authors' attribute so the buffer key matches.
@@ -232,7 +233,7 @@ class SecViTStage(nn.Module):
                     sin,
                     cos,
                     use_reentrant=False,
-                    context_fn=self._checkpoint_context)
+                    context_fn=self._activation_checkpoint_context)
             else:
                 x = block(x, sin, cos)
         down = x if self.downsample is None else self.downsample(x)
