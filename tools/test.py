@@ -7,17 +7,18 @@ Example:
 """
 import argparse
 import os
-import sys
 
 from mmsecvit.engine import shutdown_distributed
-from mmsecvit.engine.cli import (add_cfg_options_argument,
-                                 add_launcher_arguments, export_local_rank)
+from mmsecvit.engine.cli import (add_cfg_options_argument, add_debug_argument,
+                                 add_launcher_arguments, export_local_rank,
+                                 run_tool)
 from mmsecvit.engine.preflight import check_dataset_paths
 from mmsecvit.engine.tool_config import (build_runner, enable_tta,
                                          enable_visualization, load_config,
                                          register_codebase,
                                          results_dump_metric,
                                          set_seg_output_dir)
+from mmsecvit.utils.errors import MissingFileError
 
 
 def parse_args():
@@ -46,6 +47,7 @@ def parse_args():
     add_launcher_arguments(parser)
     parser.add_argument(
         '--tta', action='store_true', help='test-time augmentation')
+    add_debug_argument(parser)
     args = parser.parse_args()
     export_local_rank(args)
     return args
@@ -53,33 +55,25 @@ def parse_args():
 
 def main():
     args = parse_args()
-    try:
-        cfg = load_config(args.config, args.cfg_options, args.work_dir,
-                          args.launcher)
-        check_dataset_paths(cfg, splits=('test', ))
-        if '://' not in args.checkpoint and not os.path.isfile(
-                args.checkpoint):
-            raise FileNotFoundError(
-                f'Checkpoint not found: {args.checkpoint}')
-        codebase = register_codebase(cfg)
-        cfg.load_from = args.checkpoint
-        if args.show or args.show_dir:
-            enable_visualization(cfg, codebase, args.show_dir, args.show,
-                                 args.wait_time)
-        if args.tta:
-            enable_tta(cfg, codebase)
-        dump_metric = None
-        if args.out is not None:
-            if codebase == 'mmseg' and not args.out.endswith(
-                    ('.pkl', '.pickle')):
-                set_seg_output_dir(cfg, args.out)
-            else:
-                dump_metric = results_dump_metric(codebase, args.out)
-    except (FileNotFoundError, ValueError) as err:
-        # Missing data or a bad option: the message says what to do, a
-        # traceback would only hide it.
-        print(err, file=sys.stderr)
-        sys.exit(2)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                      args.launcher)
+    check_dataset_paths(cfg, splits=('test', ))
+    if '://' not in args.checkpoint and not os.path.isfile(args.checkpoint):
+        raise MissingFileError(f'Checkpoint not found: {args.checkpoint}. '
+                               'Give the path of an existing checkpoint.')
+    codebase = register_codebase(cfg)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, codebase, args.show_dir, args.show,
+                             args.wait_time)
+    if args.tta:
+        enable_tta(cfg, codebase)
+    dump_metric = None
+    if args.out is not None:
+        if codebase == 'mmseg' and not args.out.endswith(('.pkl', '.pickle')):
+            set_seg_output_dir(cfg, args.out)
+        else:
+            dump_metric = results_dump_metric(codebase, args.out)
 
     runner = build_runner(cfg, args.launcher)
     if dump_metric is not None:
@@ -91,4 +85,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

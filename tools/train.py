@@ -5,11 +5,11 @@ Example:
     python tools/train.py configs/demo/mask-rcnn_secvit-s_fpn_demo-coco.py
 """
 import argparse
-import sys
 
 from mmsecvit.engine import shutdown_distributed
-from mmsecvit.engine.cli import (add_cfg_options_argument,
-                                 add_launcher_arguments, export_local_rank)
+from mmsecvit.engine.cli import (add_cfg_options_argument, add_debug_argument,
+                                 add_launcher_arguments, export_local_rank,
+                                 run_tool)
 from mmsecvit.engine.preflight import (check_dataset_paths,
                                        check_pretrained_paths)
 from mmsecvit.engine.tool_config import (build_runner, enable_amp,
@@ -41,6 +41,7 @@ def parse_args():
         "the config's auto_scale_lr.base_batch_size")
     add_cfg_options_argument(parser)
     add_launcher_arguments(parser)
+    add_debug_argument(parser)
     args = parser.parse_args()
     export_local_rank(args)
     return args
@@ -48,22 +49,16 @@ def parse_args():
 
 def main():
     args = parse_args()
-    try:
-        cfg = load_config(args.config, args.cfg_options, args.work_dir,
-                          args.launcher)
-        check_dataset_paths(cfg, splits=('train', 'val'))
-        check_pretrained_paths(cfg)
-        register_codebase(cfg)
-        if args.amp:
-            enable_amp(cfg)
-        if args.auto_scale_lr:
-            enable_auto_scale_lr(cfg)
-        set_resume(cfg, args.resume)
-    except (FileNotFoundError, ValueError) as err:
-        # Missing data or a bad option: the message says what to do, a
-        # traceback would only hide it.
-        print(err, file=sys.stderr)
-        sys.exit(2)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                      args.launcher)
+    check_dataset_paths(cfg, splits=('train', 'val'))
+    check_pretrained_paths(cfg)
+    register_codebase(cfg)
+    if args.amp:
+        enable_amp(cfg)
+    if args.auto_scale_lr:
+        enable_auto_scale_lr(cfg)
+    set_resume(cfg, args.resume)
 
     runner = build_runner(cfg, args.launcher)
     runner.train()
@@ -73,4 +68,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -33,6 +33,7 @@ import torch
 from mmsecvit.models import SecViT
 from mmsecvit.testing import (compare_with_reference_attention,
                               randomize_weights, use_reference_attention)
+from mmsecvit.utils.errors import ConfigValueError
 
 SECVIT_ARCHS = ('tiny', 'small', 'base', 'large')
 MODES = ('num_clusters', 'cluster_size')
@@ -322,8 +323,8 @@ def parse_size(text: str) -> Tuple[int, int]:
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2 or min(parts) < 1:
-        raise ValueError(f'Bad input size {text!r}; write HxW, e.g. '
-                         '800x1333, or one number for a square.')
+        raise ConfigValueError(f'Bad input size {text!r}; write HxW, e.g. '
+                               '800x1333, or one number for a square.')
     return parts[0], parts[1]
 
 
@@ -356,10 +357,12 @@ def build_cases(archs: Sequence[object],
     """
     for mode in modes:
         if mode not in MODES:
-            raise ValueError(f'Unknown mode {mode!r}; use one of {MODES}.')
+            raise ConfigValueError(
+                f'Unknown mode {mode!r}; use one of {MODES}.')
     for impl in impls:
         if impl not in IMPLS:
-            raise ValueError(f'Unknown impl {impl!r}; use one of {IMPLS}.')
+            raise ConfigValueError(
+                f'Unknown impl {impl!r}; use one of {IMPLS}.')
     cases = []
     for size in sizes:
         if swin:
@@ -409,7 +412,7 @@ def run_benchmark(cases: Sequence[Case],
         log: Progress printer.
     """
     if rounds < 1:
-        raise ValueError(f'rounds must be >= 1, got {rounds}.')
+        raise ConfigValueError(f'rounds must be >= 1, got {rounds}.')
     results = [Result(case) for case in cases]
     for round_index in range(rounds):
         for i, case in enumerate(cases):

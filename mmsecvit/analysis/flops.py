@@ -11,6 +11,7 @@ token sort and other element-wise work are not counted (neither are they by
 mmengine for any other model), so the figures compare with the papers'
 ``GFLOPs`` columns, which follow the same convention.
 """
+import os.path as osp
 from math import prod
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -18,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from mmsecvit.models import SecViT
+from mmsecvit.utils.errors import MissingFileError
 
 SDPA_OPS = ('aten::scaled_dot_product_attention', )
 
@@ -132,6 +134,8 @@ def model_flops(config: str,
     """
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
+    if not osp.isfile(config):
+        raise MissingFileError(f'Config file not found: {config}')
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)

@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from mmsecvit.utils.errors import ConfigValueError
+
 #: Category names of the COCO part, in category-id order (ids start at 1).
 #: Configs pass them as ``metainfo=dict(classes=DEMO_COCO_CLASSES)``.
 DEMO_COCO_CLASSES = ('circle', 'square', 'triangle')
@@ -239,12 +241,13 @@ def make_demo_data(out_dir: str,
         ``num_images`` per split name and ``num_instances`` per COCO split.
     """
     if num_train < 1 or num_val < 1:
-        raise ValueError('num_train and num_val must be at least 1, got '
-                         f'{num_train} and {num_val}.')
+        raise ConfigValueError('num_train and num_val must be at least 1, got '
+                               f'{num_train} and {num_val}.')
     height, width = (int(v) for v in img_size)
     if min(height, width) < 64:
-        raise ValueError('img_size must be at least 64x64 so that the shapes '
-                         f'fit, got {height}x{width}.')
+        raise ConfigValueError(
+            'img_size must be at least 64x64 so that the shapes '
+            f'fit, got {height}x{width}.')
     counts = dict(num_train=num_train, num_val=num_val)
     info = dict(
         coco_root=None, ade_root=None, num_images={}, num_instances={})

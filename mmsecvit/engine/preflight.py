@@ -11,6 +11,8 @@ raises one error that names every missing path and says how to fix it.
 import os.path as osp
 from typing import Iterator, List, Sequence, Tuple
 
+from mmsecvit.utils.errors import MissingFileError
+
 _WRAPPED_KEYS = ('dataset', 'datasets')
 _PREFIX_KEYS = ('img', 'img_path', 'seg', 'seg_map_path')
 
@@ -36,7 +38,7 @@ _LAYOUTS = {
 }
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(MissingFileError):
     """A dataset path that a config needs does not exist.
 
     The message (``str(err)``) is written for the user: it names each
@@ -201,7 +203,7 @@ def check_dataset_paths(
     raise DatasetNotFoundError('\n'.join(lines))
 
 
-class PretrainedNotFoundError(FileNotFoundError):
+class PretrainedNotFoundError(MissingFileError):
     """A pretrained checkpoint that the config's ``init_cfg`` names does not
     exist. The message says how to get it or do without it."""
 

@@ -18,6 +18,7 @@ import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 
+from mmsecvit.utils.errors import UnsupportedEnvironmentError
 from mmsecvit.utils.fileio import CheckpointLoadError, load_checkpoint_file
 
 CPU_DDP_WRAPPER = 'mmsecvit.DeviceAwareDistributedDataParallel'
@@ -84,7 +85,7 @@ def setup_cpu_distributed(cfg: Config) -> None:
         if name not in os.environ
     ]
     if missing:
-        raise RuntimeError(
+        raise UnsupportedEnvironmentError(
             f'Distributed launch requested but {missing} are not set. Start '
             'the script with tools/dist_train.sh or `python -m '
             'torch.distributed.run`.')

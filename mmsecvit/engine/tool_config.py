@@ -15,6 +15,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmsecvit.utils.errors import ConfigValueError, MissingFileError
 from .runtime import prepare_runtime
 
 #: The OpenMMLab codebases the tools can drive, by registry scope.
@@ -46,7 +47,7 @@ def load_config(config: str,
         mmengine.Config: The config.
     """
     if not osp.isfile(config):
-        raise FileNotFoundError(f'Config file not found: {config}')
+        raise MissingFileError(f'Config file not found: {config}')
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options is not None:
@@ -95,7 +96,7 @@ def detect_codebase(cfg: Config) -> str:
         str: 'mmdet' or 'mmseg'.
 
     Raises:
-        ValueError: If none of these tells.
+        ConfigValueError: If none of these tells.
     """
     scope = cfg.get('default_scope')
     if scope in CODEBASES:
@@ -110,7 +111,7 @@ def detect_codebase(cfg: Config) -> str:
     preprocessor_type = _split_scope(str(preprocessor.get('type', '')))[1]
     if preprocessor_type in _PREPROCESSOR_CODEBASE:
         return _PREPROCESSOR_CODEBASE[preprocessor_type]
-    raise ValueError(
+    raise ConfigValueError(
         'Cannot tell whether this is an mmdet or an mmseg config: '
         f'default_scope is {scope!r} and the model type {model_type!r} is '
         'not a known detector or segmentor. Inherit the runtime settings of '
@@ -145,10 +146,11 @@ def enable_amp(cfg: Config) -> None:
     """``--amp``: automatic mixed precision, as mmdet's tools set it."""
     optim_wrapper = cfg.get('optim_wrapper')
     if not isinstance(optim_wrapper, dict):
-        raise ValueError('--amp needs an `optim_wrapper` dict in the config.')
+        raise ConfigValueError(
+            '--amp needs an `optim_wrapper` dict in the config.')
     if optim_wrapper.get('type', 'OptimWrapper') not in ('OptimWrapper',
                                                          'AmpOptimWrapper'):
-        raise ValueError(
+        raise ConfigValueError(
             '--amp only applies to optim_wrapper.type OptimWrapper, but the '
             f'config uses {optim_wrapper.type!r}.')
     optim_wrapper.type = 'AmpOptimWrapper'
@@ -160,7 +162,7 @@ def enable_auto_scale_lr(cfg: Config) -> None:
     auto_scale_lr = cfg.get('auto_scale_lr')
     if not isinstance(auto_scale_lr, dict) or \
             'base_batch_size' not in auto_scale_lr:
-        raise ValueError(
+        raise ConfigValueError(
             '--auto-scale-lr needs `auto_scale_lr = dict(enable=False, '
             'base_batch_size=N)` in the config, where N is the total batch '
             'size the lr was tuned for.')
@@ -177,7 +179,7 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
         cfg.load_from = None
     else:
         if not osp.isfile(resume):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f'--resume: checkpoint not found: {resume}. Give an existing '
                 'checkpoint, or `--resume` alone to resume from the last '
                 'checkpoint in the work dir.')
@@ -197,7 +199,7 @@ def enable_visualization(cfg: Config,
     """
     visualization = cfg.get('default_hooks', {}).get('visualization')
     if visualization is None:
-        raise ValueError(
+        raise ConfigValueError(
             '--show/--show-dir need a visualization hook: add '
             "`default_hooks = dict(visualization=dict(type='"
             f"{'Det' if codebase == 'mmdet' else 'Seg'}VisualizationHook'))`"
@@ -254,7 +256,7 @@ def enable_tta(cfg: Config, codebase: str) -> None:
     if codebase == 'mmdet':
         _default_det_tta(cfg)
     elif 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-        raise ValueError(
+        raise ConfigValueError(
             '--tta needs `tta_model` and `tta_pipeline` in the config (mmseg '
             "has them in its `_base_/default_runtime.py` and dataset configs)")
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
@@ -284,9 +286,10 @@ def results_dump_metric(codebase: str, out: str):
         mmengine.evaluator.BaseMetric: The dumping metric.
     """
     if not out.endswith(('.pkl', '.pickle')):
-        raise ValueError(f'--out must be a .pkl or .pickle file, got {out}'
-                         + ('' if codebase == 'mmdet' else
-                            ' (or a directory for png predictions)'))
+        raise ConfigValueError(
+            f'--out must be a .pkl or .pickle file, got {out}' +
+            ('' if codebase == 'mmdet' else
+             ' (or a directory for png predictions)'))
     if codebase == 'mmdet':
         from mmdet.evaluation import DumpDetResults as Dump
     else:

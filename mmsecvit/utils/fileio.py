@@ -21,6 +21,8 @@ import torch
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.logging import HistoryBuffer
 
+from .errors import CorruptFileError, MissingFileError
+
 # HistoryBuffer pickles its statistics methods as ``getattr(HistoryBuffer,
 # 'mean')`` and so on; these are the only attribute look-ups allowed.
 _HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
@@ -28,7 +30,7 @@ _HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
 _NUMERIC_DTYPE_CODES = '?bhilqBHILQefd'
 
 
-class CheckpointLoadError(RuntimeError):
+class CheckpointLoadError(CorruptFileError, RuntimeError):
     """A checkpoint file exists but cannot be loaded (corrupt, truncated, or
     holding objects that are not allow-listed)."""
 
@@ -105,7 +107,7 @@ def load_checkpoint_file(path: Union[str, os.PathLike],
     """
     path = osp.expanduser(os.fspath(path))
     if not osp.isfile(path):
-        raise FileNotFoundError(f'Checkpoint file not found: {path}')
+        raise MissingFileError(f'Checkpoint file not found: {path}')
     register_checkpoint_safe_globals()
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -8,6 +8,8 @@ rather than with an obscure error deep inside mmcv or mmdet.
 from importlib import metadata
 from typing import Dict, Optional, Tuple
 
+from .errors import UnsupportedVersionError
+
 # package name (as pip knows it) -> (lowest supported, first unsupported).
 # mmcv 2.2.0 is excluded because mmdet 3.x and mmseg 1.x refuse it.
 SUPPORTED_VERSIONS: Dict[str, Tuple[str, str]] = {
@@ -75,7 +77,7 @@ def check_versions(versions: Optional[Dict[str, Optional[str]]] = None
                             f'supports {name}{supported}.')
     if problems:
         tested = ', '.join(f'{k}=={v}' for k, v in TESTED_VERSIONS.items())
-        raise ImportError(
+        raise UnsupportedVersionError(
             'mmsecvit cannot run with the installed libraries:\n  ' +
             '\n  '.join(problems) +
             f'\nTo fix it, run `bash tools/install.sh` in the mmsecvit '

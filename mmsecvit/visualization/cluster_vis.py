@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from mmsecvit.models.layers import (SECAttention, record_cluster_assignments,
                                     resolve_cluster_length)
+from mmsecvit.utils.errors import ConfigValueError
 
 # The normalisation of the detection and segmentation configs (ImageNet
 # statistics on RGB images in 0..255), so the clusters are those a detector
@@ -91,8 +92,8 @@ def resize_longer_side(image: np.ndarray, size: int) -> np.ndarray:
         np.ndarray: The resized image.
     """
     if size < 1:
-        raise ValueError(f'The image size must be a positive number of '
-                         f'pixels, got {size}.')
+        raise ConfigValueError(f'The image size must be a positive number of '
+                               f'pixels, got {size}.')
     h, w = image.shape[:2]
     scale = size / max(h, w)
     new_hw = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -144,7 +145,7 @@ def collect_cluster_maps(backbone: nn.Module,
         if isinstance(module, SECAttention)
     }
     if not attentions:
-        raise ValueError(
+        raise ConfigValueError(
             f'{type(backbone).__name__} has no SECAttention module; pass a '
             f'SecViT backbone (e.g. `model.backbone` of a detector).')
     x = image_to_tensor(image)
@@ -210,15 +211,16 @@ def select_cluster_maps(
     selected = []
     for stage in stages:
         if stage not in by_stage:
-            raise ValueError(f'There is no stage {stage}; the backbone has '
-                             f'stages {sorted(by_stage)}.')
+            raise ConfigValueError(
+                f'There is no stage {stage}; the backbone has '
+                f'stages {sorted(by_stage)}.')
         stage_maps = sorted(by_stage[stage], key=lambda m: m.block)
         if blocks is None:
             selected.extend(stage_maps)
             continue
         for block in blocks:
             if not -len(stage_maps) <= block < len(stage_maps):
-                raise ValueError(
+                raise ConfigValueError(
                     f'Stage {stage} has {len(stage_maps)} blocks; block '
                     f'{block} does not exist (use 0..{len(stage_maps) - 1} '
                     f'or -1 for the last).')
@@ -238,7 +240,8 @@ def cluster_palette(num_colors: int) -> np.ndarray:
         np.ndarray: uint8 array of shape (num_colors, 3).
     """
     if not 1 <= num_colors <= 256:
-        raise ValueError(f'Can draw 1 to 256 clusters, got {num_colors}.')
+        raise ConfigValueError(
+            f'Can draw 1 to 256 clusters, got {num_colors}.')
     cmap = matplotlib.colormaps['turbo'].resampled(256)
     index = np.round(np.linspace(0, 255, num_colors)).astype(int)
     if num_colors == 1:
@@ -318,7 +321,7 @@ def draw_cluster_overlay(image: np.ndarray,
         np.ndarray: RGB uint8 image of shape (H, W, 3).
     """
     if not 0 <= alpha <= 1:
-        raise ValueError(f'alpha must lie in [0, 1], got {alpha}.')
+        raise ConfigValueError(f'alpha must lie in [0, 1], got {alpha}.')
     colors = palette[label_map].astype(np.float32)
     out = (1 - alpha) * image.astype(np.float32) + alpha * colors
     out = np.clip(np.round(out), 0, 255).astype(np.uint8)
@@ -388,9 +391,10 @@ def draw_cluster_panel(image: np.ndarray,
         np.ndarray: RGB uint8 array of shape (TITLE_HEIGHT + H, W, 3).
     """
     if not 0 <= head < cluster_map.num_heads:
-        raise ValueError(f'Stage {cluster_map.stage} has '
-                         f'{cluster_map.num_heads} heads; head {head} does '
-                         f'not exist (use 0..{cluster_map.num_heads - 1}).')
+        raise ConfigValueError(
+            f'Stage {cluster_map.stage} has '
+            f'{cluster_map.num_heads} heads; head {head} does '
+            f'not exist (use 0..{cluster_map.num_heads - 1}).')
     label_map = upsample_labels(cluster_map.labels[head], cluster_map.stride,
                                 image.shape[:2])
     palette = cluster_palette(cluster_map.num_clusters)
@@ -448,7 +452,7 @@ def draw_cluster_grid(image: np.ndarray,
         np.ndarray: RGB uint8 figure of the size :func:`grid_shape` gives.
     """
     if not cluster_maps:
-        raise ValueError('No cluster maps to draw.')
+        raise ConfigValueError('No cluster maps to draw.')
     row_heads = [
         list(range(m.num_heads)) if heads is None else list(heads)
         for m in cluster_maps

@@ -19,21 +19,25 @@ import argparse
 from mmsecvit.analysis.benchmark import (IMPLS, KEEP_HEAP_ENV, MODES,
                                          build_cases, parse_size,
                                          run_benchmark)
+from mmsecvit.engine.cli import (add_debug_argument, argument_type,
+                                 parse_device, run_tool)
 from mmsecvit.models import parse_arch
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
-        '--archs', nargs='+', type=parse_arch, default=['small'],
+        '--archs', nargs='+', type=argument_type(parse_arch),
+        default=['small'],
         help='SecViT archs: tiny small base large (or t s b l), or a JSON '
         'dict with embed_dims, depths, num_heads, num_clusters')
     parser.add_argument(
-        '--sizes', nargs='*', type=parse_size,
+        '--sizes', nargs='*', type=argument_type(parse_size),
         default=[(224, 224), (512, 512), (800, 1333)],
         help='inference input sizes, HxW')
     parser.add_argument(
-        '--train-sizes', nargs='*', type=parse_size, default=[],
+        '--train-sizes', nargs='*', type=argument_type(parse_size),
+        default=[],
         help='input sizes of training cases (forward + backward, '
         'with and without activation checkpointing)')
     parser.add_argument('--train-batch', type=int, default=2)
@@ -44,7 +48,8 @@ def parse_args(argv=None):
     parser.add_argument('--no-swin', action='store_true',
                         help="leave out mmdet's Swin-T")
     parser.add_argument('--batch', type=int, default=1)
-    parser.add_argument('--device', default='cpu', help='cpu or cuda')
+    parser.add_argument('--device', type=argument_type(parse_device),
+                        default='cpu', help='cpu or cuda')
     parser.add_argument('--threads', type=int, default=2,
                         help='torch.set_num_threads for CPU runs')
     parser.add_argument(
@@ -64,6 +69,7 @@ def parse_args(argv=None):
                         help='markdown table to write')
     parser.add_argument('--plot', default='docs/benchmark.png',
                         help='PNG bar chart to write ("" for none)')
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -92,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -18,6 +18,7 @@ from mmengine.config import DictAction
 
 from mmsecvit.analysis.benchmark import parse_size
 from mmsecvit.analysis.flops import backbone_flops, model_flops
+from mmsecvit.engine.cli import add_debug_argument, argument_type, run_tool
 from mmsecvit.models import parse_arch
 
 # GFLOPs at 224x224 in the SecViT paper (arXiv 2405.13337, Table 1).
@@ -28,17 +29,18 @@ FULL_NAMES = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
-        '--archs', nargs='+', type=parse_arch,
+        '--archs', nargs='+', type=argument_type(parse_arch),
         default=['tiny', 'small', 'base', 'large'],
         help='SecViT archs (t s b l or full names), or JSON / Python dicts')
     parser.add_argument('--config', help='count a whole model instead')
-    parser.add_argument('--size', type=parse_size, default=(224, 224),
-                        help='input HxW')
+    parser.add_argument('--size', type=argument_type(parse_size),
+                        default=(224, 224), help='input HxW')
     parser.add_argument('--cluster-mode', default='num_clusters',
                         choices=['num_clusters', 'cluster_size'])
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='overrides of the config, key=value')
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -74,4 +76,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

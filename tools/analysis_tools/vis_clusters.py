@@ -19,7 +19,11 @@ import os.path as osp
 import mmcv
 import mmengine
 
+from mmsecvit.engine.cli import (add_debug_argument, argument_type,
+                                 parse_device, run_tool)
 from mmsecvit.models import parse_arch
+from mmsecvit.utils.errors import MissingFileError
+from mmsecvit.utils.image import read_image
 from mmsecvit.visualization import (build_vis_backbone, collect_cluster_maps,
                                     draw_cluster_grid, resize_longer_side,
                                     select_cluster_maps)
@@ -79,19 +83,22 @@ def parse_args(argv=None):
         help='opacity of the cluster colours, 0..1 (default: 0.5)')
     parser.add_argument(
         '--seed', type=int, default=0, help='seed of random weights')
-    parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda:0')
+    parser.add_argument(
+        '--device',
+        type=argument_type(parse_device),
+        default='cpu',
+        help='e.g. cpu, cuda:0')
     parser.add_argument(
         '--out', default='clusters.png', help='output image (PNG)')
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.image):
-        raise FileNotFoundError(f'No image at {args.image!r}.')
+    image = read_image(args.image, channel_order='rgb')
     if args.checkpoint is not None and not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'No checkpoint at {args.checkpoint!r}.')
-    image = mmcv.imread(args.image, channel_order='rgb')
+        raise MissingFileError(f'No checkpoint at {args.checkpoint!r}.')
     image = resize_longer_side(image, args.size)
 
     backbone = build_vis_backbone(
@@ -120,4 +127,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -25,7 +25,11 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import DATASETS, init_default_scope
 
+from mmsecvit.engine.cli import (add_debug_argument, argument_type,
+                                 parse_device, run_tool)
 from mmsecvit.engine.runtime import convert_sync_bn
+from mmsecvit.utils.errors import ConfigValueError, MissingFileError
+from mmsecvit.utils.image import read_image
 
 TASKS = {
     'mmdet': 'detection / instance segmentation',
@@ -46,6 +50,7 @@ def parse_args(argv=None):
         help='the drawn result goes to OUT_DIR/vis/<image name>')
     parser.add_argument(
         '--device',
+        type=argument_type(parse_device),
         default='cuda:0' if torch.cuda.is_available() else 'cpu',
         help='device to run on')
     parser.add_argument(
@@ -64,6 +69,7 @@ def parse_args(argv=None):
         action=DictAction,
         help='override config settings, e.g. '
         'model.backbone.arch=tiny')
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -74,7 +80,7 @@ def load_config(path: str, options=None) -> Config:
         cfg.merge_from_dict(options)
     scope = cfg.get('default_scope')
     if scope not in TASKS:
-        raise ValueError(
+        raise ConfigValueError(
             f'{path} has default_scope={scope!r}; image_demo.py runs mmdet '
             f'or mmseg configs (default_scope in {sorted(TASKS)}).')
     # Inference needs no ImageNet weights: the whole model is either loaded
@@ -123,11 +129,13 @@ def build_inferencer(cfg: Config, weights=None, device='cpu'):
 
 def main(argv=None):
     args = parse_args(argv)
-    for path, what in ((args.image, 'image'), (args.config, 'config')):
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'No {what} at {path!r}.')
+    # Read once here: the inferencer would fail on a file that is not an
+    # image with a bare AssertionError from mmcv.
+    read_image(args.image)
+    if not osp.isfile(args.config):
+        raise MissingFileError(f'No config at {args.config!r}.')
     if args.weights is not None and not osp.isfile(args.weights):
-        raise FileNotFoundError(f'No checkpoint at {args.weights!r}.')
+        raise MissingFileError(f'No checkpoint at {args.weights!r}.')
     cfg = load_config(args.config, args.cfg_options)
     inferencer = build_inferencer(cfg, args.weights, args.device)
     if cfg.default_scope == 'mmdet':
@@ -145,4 +153,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -7,6 +7,7 @@ Example:
 import argparse
 
 from mmsecvit.datasets.demo import make_demo_data
+from mmsecvit.engine.cli import add_debug_argument, run_tool
 
 
 def parse_args():
@@ -25,6 +26,7 @@ def parse_args():
         '--img-size', type=int, nargs=2, default=[256, 320],
         metavar=('HEIGHT', 'WIDTH'), help='image size')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
+    add_debug_argument(parser)
     return parser.parse_args()
 
 
@@ -46,4 +48,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -10,7 +10,9 @@ import os.path as osp
 
 from mmengine.config import Config
 
-from mmsecvit.engine.cli import add_cfg_options_argument
+from mmsecvit.engine.cli import (add_cfg_options_argument, add_debug_argument,
+                                 run_tool)
+from mmsecvit.utils.errors import MissingFileError
 
 
 def parse_args():
@@ -21,6 +23,7 @@ def parse_args():
         default=None,
         help='save the whole config to this file (.py, .json or .yml)')
     add_cfg_options_argument(parser)
+    add_debug_argument(parser)
     args = parser.parse_args()
     if args.save_path is not None and not args.save_path.endswith(
             ('.py', '.json', '.yml', '.yaml')):
@@ -31,6 +34,8 @@ def parse_args():
 
 def main():
     args = parse_args()
+    if not osp.isfile(args.config):
+        raise MissingFileError(f'Config file not found: {args.config}')
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -44,4 +49,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -5,14 +5,16 @@ or, with --ema, 'model_ema') are stored under 'state_dict', and the arch they
 fit is checked and recorded."""
 import argparse
 import io
-import sys
+import os.path as osp
 
 import torch
 
+from mmsecvit.engine.cli import add_debug_argument, run_tool
 from mmsecvit.models import infer_arch
 from mmsecvit.models.backbones.secvit_weights import (read_checkpoint,
                                                       select_state_dict,
                                                       strip_classifier)
+from mmsecvit.utils.errors import CheckpointMismatchError, MissingFileError
 from mmsecvit.utils.fileio import atomic_write_bytes
 
 
@@ -24,18 +26,25 @@ def parse_args():
         '--ema',
         action='store_true',
         help="take the EMA weights ('model_ema') instead of 'model'")
+    add_debug_argument(parser)
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
+    if not osp.isfile(args.src):
+        raise MissingFileError(
+            f"No checkpoint at {args.src!r}. Give the path of one of the "
+            "authors' SecViT ImageNet checkpoints (github.com/qhfan/SecViT).")
     key = 'model_ema' if args.ema else 'model'
     state_dict = strip_classifier(
         select_state_dict(read_checkpoint(args.src), key))
     arch = infer_arch(state_dict)
     if arch is None:
-        sys.exit(f'{args.src} does not hold the weights of any SecViT arch '
-                 '(tiny, small, base, large); nothing was written.')
+        raise CheckpointMismatchError(
+            f'{args.src} does not hold the weights of any SecViT arch (tiny, '
+            'small, base, large); nothing was written. Give one of the '
+            "authors' SecViT ImageNet checkpoints.")
     buffer = io.BytesIO()
     torch.save(
         dict(
@@ -48,4 +57,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

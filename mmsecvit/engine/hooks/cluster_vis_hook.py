@@ -2,13 +2,14 @@
 """Log SecViT's token clusters on a fixed image while training."""
 from typing import Optional, Sequence
 
-import mmcv
 import numpy as np
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmsecvit.registry import HOOKS
+from mmsecvit.utils.errors import ConfigValueError
+from mmsecvit.utils.image import read_image
 from mmsecvit.visualization import (collect_cluster_maps, draw_cluster_grid,
                                     resize_longer_side, select_cluster_maps)
 
@@ -60,8 +61,8 @@ class ClusterVisHook(Hook):
                  alpha: float = 0.5,
                  name: str = 'secvit_clusters') -> None:
         if not isinstance(interval, int) or interval < 1:
-            raise ValueError(f'interval must be a positive int, got '
-                             f'{interval!r}.')
+            raise ConfigValueError(f'interval must be a positive int, got '
+                                   f'{interval!r}.')
         self.interval = interval
         self.image_path = image_path
         self.stages = list(stages)
@@ -107,14 +108,15 @@ class ClusterVisHook(Hook):
             model = model.module
         backbone = getattr(model, 'backbone', None)
         if backbone is None:
-            raise ValueError(f'ClusterVisHook needs a model with a SecViT '
-                             f'`backbone`; {type(model).__name__} has none.')
+            raise ConfigValueError(
+                f'ClusterVisHook needs a model with a SecViT '
+                f'`backbone`; {type(model).__name__} has none.')
         return backbone
 
     def _load_image(self, runner) -> np.ndarray:
         path = self.image_path or self._first_dataset_image(runner)
         return resize_longer_side(
-            mmcv.imread(path, channel_order='rgb'), self.size)
+            read_image(path, channel_order='rgb'), self.size)
 
     @staticmethod
     def _first_dataset_image(runner) -> str:
@@ -125,7 +127,7 @@ class ClusterVisHook(Hook):
                 dataset.full_init()  # lazily initialised datasets are empty
             return dataset.get_data_info(0)['img_path']
         except (AttributeError, KeyError, IndexError) as err:
-            raise ValueError(
+            raise ConfigValueError(
                 f'ClusterVisHook cannot find an image in '
                 f'{type(dataset).__name__}; set image_path=... in the '
                 f'hook config.') from err

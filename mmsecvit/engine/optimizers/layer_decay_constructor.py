@@ -9,6 +9,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 
 from mmsecvit.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmsecvit.utils.errors import ConfigTypeError, ConfigValueError
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -48,16 +49,18 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
         rate = self.paramwise_cfg.get('layer_decay_rate')
         if rate is None:
-            raise ValueError(
+            raise ConfigValueError(
                 'LayerDecayOptimWrapperConstructor needs '
                 '`paramwise_cfg.layer_decay_rate`, e.g. 0.9; use '
                 'DefaultOptimWrapperConstructor for no layer-wise decay.')
         if not isinstance(rate, (int, float)) or not 0 < rate <= 1:
-            raise ValueError('`paramwise_cfg.layer_decay_rate` must be a '
-                             f'number in (0, 1], got {rate!r}.')
+            raise ConfigValueError(
+                '`paramwise_cfg.layer_decay_rate` must be a '
+                f'number in (0, 1], got {rate!r}.')
         if self.base_lr is None:
-            raise ValueError('Layer-wise lr decay scales `optimizer.lr`; set '
-                             'it in the config of the optimizer.')
+            raise ConfigValueError(
+                'Layer-wise lr decay scales `optimizer.lr`; set '
+                'it in the config of the optimizer.')
         self.layer_decay_rate = float(rate)
 
     def add_params(self,
@@ -109,7 +112,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             return model, ''
         backbone = getattr(model, 'backbone', None)
         if backbone is None or not hasattr(backbone, 'get_layer_depth'):
-            raise TypeError(
+            raise ConfigTypeError(
                 'Layer-wise lr decay needs a model with a `backbone` that '
                 'defines `get_layer_depth(param_name, prefix)` (such as '
                 f'mmsecvit.SecViT); got {type(model).__name__} with backbone '

@@ -22,6 +22,8 @@ from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmsecvit.registry import MODELS
+from mmsecvit.utils.errors import (ConfigKeyError, ConfigTypeError,
+                                   ConfigValueError)
 from ..layers import (LayerNorm2d, RoPE2d, SECAttention, conv_norm,
                       conv_plus_identity)
 from ..layers.activation_checkpoint import (check_selective_checkpoint_support,
@@ -424,7 +426,7 @@ class SecViT(BaseModule):
         self.checkpoint_key = checkpoint_key
         self.with_cp = self._parse_with_cp(with_cp)
         if crop_batch_padding and 'SyncBN' in str(norm_cfg.get('type')):
-            raise ValueError(
+            raise ConfigValueError(
                 'crop_batch_padding=True cannot be combined with SyncBN: '
                 'ranks with different numbers of distinct image sizes would '
                 'run SyncBN a different number of times and deadlock. Use '
@@ -480,29 +482,31 @@ class SecViT(BaseModule):
             if modes[with_cp] == 'selective':
                 check_selective_checkpoint_support()
             return modes[with_cp]
-        raise ValueError(f'with_cp must be False, True, "full" or '
-                         f'"selective", got {with_cp!r}.')
+        raise ConfigValueError(f'with_cp must be False, True, "full" or '
+                               f'"selective", got {with_cp!r}.')
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):
             key = arch.lower()
             if key not in self.arch_zoo:
-                raise KeyError(
+                raise ConfigKeyError(
                     f'Unknown SecViT arch {arch!r}. Choose one of '
                     f'{sorted(set(self.arch_zoo))} or pass a dict with the '
                     f'keys {sorted(self._required_keys)}.')
             return copy.deepcopy(self.arch_zoo[key])
         if not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or a dict, got {type(arch)}.')
+            raise ConfigTypeError(
+                f'arch must be a str or a dict, got {type(arch)}.')
         missing = self._required_keys - set(arch)
         if missing:
-            raise KeyError(f'The custom SecViT arch lacks the keys '
-                           f'{sorted(missing)}; it needs '
-                           f'{sorted(self._required_keys)}.')
+            raise ConfigKeyError(f'The custom SecViT arch lacks the keys '
+                                 f'{sorted(missing)}; it needs '
+                                 f'{sorted(self._required_keys)}.')
         for key in ('embed_dims', 'depths', 'num_heads'):
             if len(arch[key]) != self.num_stages:
-                raise ValueError(f'arch[{key!r}] must have {self.num_stages} '
-                                 f'values, got {list(arch[key])}.')
+                raise ConfigValueError(
+                    f'arch[{key!r}] must have {self.num_stages} '
+                    f'values, got {list(arch[key])}.')
         return copy.deepcopy(dict(arch))
 
     def _parse_out_indices(self, out_indices: Sequence[int]) -> List[int]:
@@ -511,16 +515,17 @@ class SecViT(BaseModule):
         indices = []
         for index in out_indices:
             if not -self.num_stages <= index < self.num_stages:
-                raise ValueError(f'out_indices must lie in [0, '
-                                 f'{self.num_stages}), got {index}.')
+                raise ConfigValueError(f'out_indices must lie in [0, '
+                                       f'{self.num_stages}), got {index}.')
             indices.append(index % self.num_stages)
         return sorted(indices)
 
     def _per_stage(self, value, name: str) -> list:
         if isinstance(value, (list, tuple)):
             if len(value) != self.num_stages:
-                raise ValueError(f'{name} needs one value per stage '
-                                 f'({self.num_stages}), got {list(value)}.')
+                raise ConfigValueError(
+                    f'{name} needs one value per stage '
+                    f'({self.num_stages}), got {list(value)}.')
             return list(value)
         return [value] * self.num_stages
 
@@ -532,8 +537,9 @@ class SecViT(BaseModule):
         for i, (stage_value, depth) in enumerate(zip(per_stage, self.depths)):
             if isinstance(stage_value, (list, tuple)):
                 if len(stage_value) < depth:
-                    raise ValueError(f'{name}[{i}] has {len(stage_value)} '
-                                     f'values for {depth} blocks.')
+                    raise ConfigValueError(
+                        f'{name}[{i}] has {len(stage_value)} '
+                        f'values for {depth} blocks.')
                 result.append(list(stage_value[:depth]))
             else:
                 result.append([stage_value] * depth)
@@ -687,7 +693,7 @@ def parse_arch(text: str) -> Union[str, dict]:
         case).
 
     Raises:
-        ValueError: An unknown name or a dict that cannot be read.
+        ConfigValueError: An unknown name or a dict that cannot be read.
 
     Examples:
         >>> parse_arch('S')
@@ -701,8 +707,9 @@ def parse_arch(text: str) -> Union[str, dict]:
         try:
             return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
         except ValueError as err:
-            raise ValueError(f'Cannot read the arch {text!r}: the values of '
-                             f'dict(...) must be literals.') from err
+            raise ConfigValueError(
+                f'Cannot read the arch {text!r}: the values of '
+                f'dict(...) must be literals.') from err
     if stripped.startswith('{'):
         try:
             return json.loads(stripped)
@@ -711,11 +718,12 @@ def parse_arch(text: str) -> Union[str, dict]:
         try:
             return ast.literal_eval(stripped)
         except (ValueError, SyntaxError) as err:
-            raise ValueError(f'Cannot read the arch {text!r} as a JSON '
-                             f'object or a dict literal.') from err
+            raise ConfigValueError(
+                f'Cannot read the arch {text!r} as a JSON '
+                f'object or a dict literal.') from err
     if stripped.lower() not in SecViT.arch_zoo:
-        raise ValueError(f'Unknown SecViT arch {text!r}; choose one of '
-                         f'{sorted(SecViT.arch_zoo)} or give a dict.')
+        raise ConfigValueError(f'Unknown SecViT arch {text!r}; choose one of '
+                               f'{sorted(SecViT.arch_zoo)} or give a dict.')
     return stripped.lower()
 
 

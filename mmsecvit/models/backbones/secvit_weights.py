@@ -11,6 +11,7 @@ import torch.nn as nn
 from mmengine.logging import MMLogger
 from mmengine.runner import CheckpointLoader
 
+from mmsecvit.utils.errors import CheckpointMismatchError, MissingFileError
 from mmsecvit.utils.fileio import load_checkpoint_file
 
 # Parameters of the authors' classification head, absent from the backbone:
@@ -18,10 +19,6 @@ from mmsecvit.utils.fileio import load_checkpoint_file
 CLASSIFIER_KEY = re.compile(r'^(proj|norm|head)\.')
 # Output norms exist only in the dense-prediction backbone.
 OUTPUT_NORM_KEY = re.compile(r'^norm\d+\.')
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint does not fit the backbone's architecture."""
 
 
 def select_state_dict(checkpoint: dict,
@@ -135,7 +132,7 @@ def read_checkpoint(filename: str) -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return load_checkpoint_file(filename, map_location='cpu')
     except FileNotFoundError as error:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f'SecViT pretrained checkpoint not found: {filename}. Download '
             "the authors' ImageNet weights (github.com/qhfan/SecViT) and "
             'point to the file with --cfg-options '

@@ -18,6 +18,8 @@ no BatchNorm, whose running statistics a second forward would update again.
 """
 import torch
 
+from mmsecvit.utils.errors import UnsupportedEnvironmentError
+
 try:  # torch >= 2.4
     from torch.utils.checkpoint import (CheckpointPolicy,
                                         create_selective_checkpoint_contexts)
@@ -65,7 +67,7 @@ def check_selective_checkpoint_support() -> None:
         RuntimeError: torch older than 2.4.
     """
     if create_selective_checkpoint_contexts is None:
-        raise RuntimeError(
+        raise UnsupportedEnvironmentError(
             "with_cp='selective' needs torch >= 2.4 (torch.utils.checkpoint."
             f'create_selective_checkpoint_contexts); this is torch '
             f'{torch.__version__}. Use with_cp=True (full checkpointing) or '

@@ -5,6 +5,8 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
+from mmsecvit.utils.errors import ConfigValueError
+
 
 class RoPE2d(nn.Module):
     """Rotary position embedding over the rows and columns of a feature map.
@@ -23,7 +25,7 @@ class RoPE2d(nn.Module):
         super().__init__()
         head_dims = embed_dims // num_heads
         if head_dims % 4 != 0:
-            raise ValueError(
+            raise ConfigValueError(
                 f'RoPE2d needs a head dimension divisible by 4, got '
                 f'{embed_dims} channels / {num_heads} heads = {head_dims}. '
                 'Choose num_heads so that embed_dims // num_heads is a '

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmsecvit.utils.errors import ConfigValueError
 from .rope import apply_rope
 
 CLUSTER_MODES = ('num_clusters', 'cluster_size')
@@ -62,8 +63,9 @@ def resolve_cluster_length(num_tokens: int, num_clusters: int,
     elif cluster_mode == 'cluster_size':
         length = cluster_size
     else:
-        raise ValueError(f'Unknown cluster_mode {cluster_mode!r}; expected '
-                         f'one of {CLUSTER_MODES}.')
+        raise ConfigValueError(
+            f'Unknown cluster_mode {cluster_mode!r}; expected '
+            f'one of {CLUSTER_MODES}.')
     return min(length, num_tokens)
 
 
@@ -242,13 +244,15 @@ class SECAttention(nn.Module):
                  cluster_size: int = 98) -> None:
         super().__init__()
         if embed_dims % num_heads != 0:
-            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
-                             f'by num_heads ({num_heads}).')
+            raise ConfigValueError(
+                f'embed_dims ({embed_dims}) must be divisible '
+                f'by num_heads ({num_heads}).')
         if cluster_mode not in CLUSTER_MODES:
-            raise ValueError(f'Unknown cluster_mode {cluster_mode!r}; '
-                             f'expected one of {CLUSTER_MODES}.')
+            raise ConfigValueError(f'Unknown cluster_mode {cluster_mode!r}; '
+                                   f'expected one of {CLUSTER_MODES}.')
         if cluster_size < 1:
-            raise ValueError(f'cluster_size must be >= 1, got {cluster_size}.')
+            raise ConfigValueError(
+                f'cluster_size must be >= 1, got {cluster_size}.')
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.num_clusters = num_clusters

@@ -1,0 +1,253 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""How the tools end: a user error in one message, a bug with its
+traceback (mmsecvit.engine.cli)."""
+import argparse
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.registry import MODELS
+
+from mmsecvit.engine.cli import (DEBUG_ENV, USER_ERROR_EXIT_CODE,
+                                 add_debug_argument, argument_type,
+                                 find_user_error, parse_device, run_tool)
+from mmsecvit.utils.errors import (ConfigKeyError, ConfigValueError,
+                                   MissingFileError, MMSecViTUserError,
+                                   UnsupportedEnvironmentError)
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+FAILING_RANKS = osp.join(osp.dirname(osp.abspath(__file__)),
+                         'failing_ranks.py')
+
+
+@pytest.fixture(autouse=True)
+def no_debug_no_rank(monkeypatch):
+    """Neither the debug switch nor a launcher's rank from the caller's
+    environment; what a test sets is undone afterwards."""
+    monkeypatch.setenv(DEBUG_ENV, '0')
+    for name in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK', 'PMI_RANK'):
+        monkeypatch.delenv(name, raising=False)
+
+
+def raise_(error):
+    raise error
+
+
+def mmengine_style_wrap(error):
+    """What MMEngine's registry did before 0.10 (and may do again): re-raise
+    with the class that failed to build prepended."""
+    try:
+        raise error
+    except Exception as e:
+        raise type(e)(f'class `SecViT` in mmsecvit/models/backbones: {e}')
+
+
+def test_user_error_is_one_message_and_exit_code_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool(raise_, ConfigValueError('out_indices must lie in [0, 4)'))
+    assert exit_info.value.code == USER_ERROR_EXIT_CODE
+    out, err = capsys.readouterr()
+    assert err.strip().endswith('error: out_indices must lie in [0, 4)')
+    assert len(err.strip().splitlines()) == 1
+    assert 'Traceback' not in out + err
+
+
+def test_a_bug_keeps_its_traceback():
+    with pytest.raises(ZeroDivisionError):
+        run_tool(lambda: 1 / 0)
+
+
+def test_a_bug_keeps_its_traceback_in_a_real_process():
+    code = ('from mmsecvit.engine.cli import run_tool\n'
+            'def main():\n'
+            '    return {}["typo"]\n'
+            'run_tool(main)\n')
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    env.pop(DEBUG_ENV, None)
+    result = subprocess.run([sys.executable, '-c', code],
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            timeout=300)
+    assert result.returncode == 1
+    assert 'Traceback' in result.stderr
+    assert "KeyError: 'typo'" in result.stderr
+
+
+@pytest.mark.parametrize('value', ['1', 'true', 'yes'])
+def test_debug_environment_variable_shows_the_traceback(monkeypatch, value):
+    monkeypatch.setenv(DEBUG_ENV, value)
+    with pytest.raises(MissingFileError):
+        run_tool(raise_, MissingFileError('No image at x.jpg'))
+
+
+def test_debug_option_shows_the_traceback():
+    parser = argparse.ArgumentParser()
+    add_debug_argument(parser)
+
+    def main():
+        assert parser.parse_args(['--debug']).debug
+        raise ConfigValueError('bad value')
+
+    with pytest.raises(ConfigValueError, match='bad value'):
+        run_tool(main)
+    assert not parser.parse_args([]).debug
+
+
+def test_user_error_raised_through_the_registry_is_recognised(capsys):
+    """A bad arch in a config fails inside MMEngine's registry."""
+    import mmsecvit.models  # noqa: F401  (registers SecViT)
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool(MODELS.build, dict(type='mmsecvit.SecViT', arch='huge'))
+    assert exit_info.value.code == USER_ERROR_EXIT_CODE
+    err = capsys.readouterr().err
+    assert "error: Unknown SecViT arch 'huge'. Choose one of" in err
+    assert 'Traceback' not in err
+
+
+def test_wrapped_user_error_reports_the_original_message():
+    with pytest.raises(ConfigKeyError) as info:
+        mmengine_style_wrap(ConfigKeyError("Unknown SecViT arch 'huge'."))
+    found = find_user_error(info.value)
+    assert str(found) == "Unknown SecViT arch 'huge'."
+
+
+def test_user_error_translated_with_raise_from_is_recognised():
+    original = MissingFileError('Checkpoint file not found: a.pth')
+    try:
+        try:
+            raise original
+        except MissingFileError as error:
+            raise RuntimeError('could not build the runner') from error
+    except RuntimeError as error:
+        assert find_user_error(error) is original
+
+
+def test_user_error_translated_into_a_clearer_one_keeps_the_clearer():
+    try:
+        try:
+            raise MissingFileError('Checkpoint file not found: s.pth')
+        except MissingFileError as error:
+            raise MissingFileError('SecViT pretrained checkpoint not found: '
+                                   's.pth. Download it from ...') from error
+    except MissingFileError as error:
+        assert str(find_user_error(error)).startswith('SecViT pretrained')
+
+
+def test_a_bug_while_handling_a_user_error_is_still_a_bug():
+    try:
+        try:
+            raise ConfigValueError('bad value')
+        except ConfigValueError:
+            1 / 0
+    except ZeroDivisionError as error:
+        assert find_user_error(error) is None
+
+
+def test_user_errors_keep_their_builtin_bases():
+    from mmsecvit.engine.preflight import (DatasetNotFoundError,
+                                           PretrainedNotFoundError)
+    from mmsecvit.utils.errors import CheckpointMismatchError
+    from mmsecvit.utils.fileio import CheckpointLoadError
+    for cls, base in ((DatasetNotFoundError, FileNotFoundError),
+                      (PretrainedNotFoundError, FileNotFoundError),
+                      (CheckpointLoadError, RuntimeError),
+                      (CheckpointMismatchError, ValueError),
+                      (ConfigKeyError, KeyError)):
+        assert issubclass(cls, MMSecViTUserError)
+        assert issubclass(cls, base)
+    # KeyError quotes its message; a user error must read as a sentence.
+    assert str(ConfigKeyError('Unknown arch.')) == 'Unknown arch.'
+
+
+def test_only_rank_0_prints_the_message(monkeypatch, capsys):
+    monkeypatch.setenv('RANK', '1')
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool(raise_, ConfigValueError('bad value'))
+    assert exit_info.value.code == USER_ERROR_EXIT_CODE
+    assert capsys.readouterr().err == ''
+
+
+def test_argument_type_shows_the_message_of_a_user_error(capsys):
+    def parse_size(text):
+        raise ConfigValueError(f'Bad input size {text!r}; write HxW.')
+
+    parser = argparse.ArgumentParser(prog='tool')
+    parser.add_argument('--size', type=argument_type(parse_size))
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(['--size', '12x'])
+    assert exit_info.value.code == 2
+    assert "argument --size: Bad input size '12x'; write HxW." in \
+        capsys.readouterr().err
+
+
+def test_parse_device_on_machines_without_and_with_gpus(monkeypatch):
+    assert parse_device('cpu') == 'cpu'
+    with pytest.raises(ConfigValueError, match="Unknown device 'gpu'"):
+        parse_device('gpu')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(UnsupportedEnvironmentError, match='no CUDA GPU'):
+        parse_device('cuda')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    assert parse_device('cuda:1') == 'cuda:1'
+    with pytest.raises(UnsupportedEnvironmentError, match='cuda:0 to cuda:1'):
+        parse_device('cuda:2')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def run_two_ranks(failing_ranks: str):
+    """Start two gloo ranks of ``failing_ranks.py``; return their
+    (returncode, stderr) by rank."""
+    env = dict(
+        os.environ,
+        PYTHONPATH=REPO_ROOT,
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(_free_port()),
+        WORLD_SIZE='2',
+        OMP_NUM_THREADS='1')
+    env.pop(DEBUG_ENV, None)
+    procs = [
+        subprocess.Popen([sys.executable, FAILING_RANKS, failing_ranks],
+                         env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank)),
+                         stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE,
+                         text=True) for rank in range(2)
+    ]
+    results = []
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=300)
+            results.append((proc.returncode, err))
+    finally:
+        for proc in procs:
+            proc.kill()
+    return results
+
+
+def test_distributed_user_error_is_printed_once_and_every_rank_exits():
+    (rc0, err0), (rc1, err1) = run_two_ranks('0,1')
+    assert rc0 == rc1 == USER_ERROR_EXIT_CODE
+    assert 'error: bad value on rank' in err0
+    assert err1 == ''
+    assert 'Traceback' not in err0 + err1
+
+
+def test_rank_failing_alone_does_not_leave_the_others_hanging():
+    """Rank 1 fails while rank 0 waits for it in a collective: rank 1 exits
+    at once, which ends rank 0's wait with an error (the launcher would
+    stop rank 0 itself)."""
+    (rc0, err0), (rc1, err1) = run_two_ranks('1')
+    assert rc1 == USER_ERROR_EXIT_CODE
+    assert err1 == '', 'only rank 0 prints'
+    assert rc0 != 0

@@ -1,0 +1,168 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Every mistake a user can make ends in one message and exit code 2, run
+as from a shell: no traceback (issue #15)."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT, TOOLS, small_config
+
+from mmsecvit.engine.cli import DEBUG_ENV
+
+RETINANET = 'retinanet_secvit-s_fpn_demo-coco.py'
+
+
+def run(tool: str, *args: str, cwd=None, debug: bool = False):
+    """Run ``tools/<tool>`` in a fresh Python, as a user would."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS='1')
+    env.pop(DEBUG_ENV, None)
+    if debug:
+        env[DEBUG_ENV] = '1'
+    return subprocess.run([sys.executable,
+                           osp.join(TOOLS, tool), *args],
+                          cwd=cwd,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=600)
+
+
+def assert_one_clear_message(result, *fragments: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert 'Traceback' not in output
+    for fragment in fragments:
+        assert fragment in result.stderr, output
+
+
+@pytest.fixture(scope='module')
+def corrupt_checkpoint(tmp_path_factory):
+    """A checkpoint cut in half, as by an interrupted copy."""
+    path = tmp_path_factory.mktemp('checkpoints') / 'epoch_1.pth'
+    torch.save({'state_dict': {'weight': torch.zeros(4096)}}, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp('files') / 'notes.jpg'
+    path.write_text('not an image\n')
+    return str(path)
+
+
+def test_train_corrupt_load_from(demo_workspace, tmp_path,
+                                 corrupt_checkpoint):
+    result = run(
+        'train.py',
+        small_config(tmp_path, RETINANET),
+        '--work-dir',
+        str(tmp_path / 'work_dir'),
+        '--cfg-options',
+        f'load_from={corrupt_checkpoint}',
+        cwd=demo_workspace)
+    assert_one_clear_message(result, 'train.py: error: Checkpoint file',
+                             corrupt_checkpoint, 'truncated or corrupt',
+                             'download/copy the file again')
+
+
+def test_train_resume_from_a_corrupt_checkpoint(demo_workspace, tmp_path,
+                                                corrupt_checkpoint):
+    result = run(
+        'train.py',
+        small_config(tmp_path, RETINANET),
+        '--work-dir',
+        str(tmp_path / 'work_dir'),
+        '--resume',
+        corrupt_checkpoint,
+        cwd=demo_workspace)
+    assert_one_clear_message(result, corrupt_checkpoint,
+                             'truncated or corrupt')
+
+
+def test_train_unknown_arch_raised_inside_the_registry(
+        demo_workspace, tmp_path):
+    result = run(
+        'train.py',
+        small_config(tmp_path, RETINANET),
+        '--work-dir',
+        str(tmp_path / 'work_dir'),
+        '--cfg-options',
+        'model.backbone.arch=huge',
+        cwd=demo_workspace)
+    assert_one_clear_message(result, "Unknown SecViT arch 'huge'",
+                             "['b', 'base', 'l', 'large'")
+
+
+def test_out_of_range_out_indices(tmp_path):
+    config = osp.join(REPO_ROOT, 'configs', 'demo', RETINANET)
+    result = run('analysis_tools/get_flops.py', '--config', config,
+                 '--size', '64', '--cfg-options',
+                 'model.backbone.out_indices=(1,2,7)')
+    assert_one_clear_message(result, 'out_indices must lie in [0, 4), got 7')
+
+
+def test_test_missing_checkpoint(demo_workspace, tmp_path):
+    result = run(
+        'test.py',
+        small_config(tmp_path, RETINANET),
+        str(tmp_path / 'epoch_12.pth'),
+        cwd=demo_workspace)
+    assert_one_clear_message(result, 'test.py: error: Checkpoint not found',
+                             'epoch_12.pth')
+
+
+def test_image_demo_on_a_file_that_is_not_an_image(text_file):
+    config = osp.join(REPO_ROOT, 'configs', 'demo', RETINANET)
+    result = run('demo/image_demo.py', text_file, config)
+    assert_one_clear_message(result, 'image_demo.py: error:', text_file,
+                             'is not an image that can be read')
+
+
+def test_debug_shows_the_traceback_of_a_user_error(text_file):
+    config = osp.join(REPO_ROOT, 'configs', 'demo', RETINANET)
+    for result in (run('demo/image_demo.py', text_file, config, '--debug'),
+                   run('demo/image_demo.py', text_file, config,
+                       debug=True)):
+        assert result.returncode == 1
+        assert 'Traceback' in result.stderr
+        assert 'UnreadableImageError' in result.stderr
+
+
+def test_converter_missing_and_corrupt_source(tmp_path, corrupt_checkpoint):
+    converter = 'model_converters/secvit2mmsecvit.py'
+    missing = str(tmp_path / 'SecViT_S.pth')
+    result = run(converter, missing, str(tmp_path / 'out.pth'))
+    assert_one_clear_message(result, 'secvit2mmsecvit.py: error: No '
+                             'checkpoint at', missing)
+    result = run(converter, corrupt_checkpoint, str(tmp_path / 'out.pth'))
+    assert_one_clear_message(result, 'truncated or corrupt')
+    assert not (tmp_path / 'out.pth').exists()
+
+
+@pytest.mark.parametrize('tool, args, fragments', [
+    ('analysis_tools/get_flops.py', ['--size', '12x'],
+     ["argument --size: Bad input size '12x'"]),
+    ('analysis_tools/get_flops.py', ['--archs', 'huge', '--size', '64'],
+     ["argument --archs: Unknown SecViT arch 'huge'"]),
+    ('analysis_tools/get_flops.py', ['--archs', '{"depths": [1,'],
+     ["argument --archs: Cannot read the arch"]),
+    ('analysis_tools/benchmark.py', ['--rounds', '0'],
+     ['benchmark.py: error: rounds must be >= 1, got 0.']),
+    ('analysis_tools/benchmark.py', ['--device', 'cuda:7'],
+     ["argument --device: Device 'cuda:7' asked for"]),
+    ('misc/make_demo_data.py', ['--num-train', '0'],
+     ['num_train and num_val must be at least 1']),
+    ('misc/print_config.py', ['nowhere.py'],
+     ['Config file not found: nowhere.py']),
+])
+def test_bad_option_values(tool, args, fragments, tmp_path):
+    if tool.endswith('benchmark.py'):
+        args += ['--out', str(tmp_path / 'table.md'), '--plot', '']
+    if tool.endswith('make_demo_data.py'):
+        args += ['--out', str(tmp_path / 'demo')]
+    assert_one_clear_message(run(tool, *args, cwd=str(tmp_path)), *fragments)
