@@ -1,11 +1,23 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 """Two-dimensional rotary position embedding (RoPE) as used by SecViT."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from mmsecvit.utils.errors import ConfigValueError
+
+
+def rope_frequencies(head_dims: int,
+                     device: Optional[torch.device] = None) -> torch.Tensor:
+    """The rotation frequency of every channel of a head, in float32.
+
+    Each frequency rotates one (even, odd) channel pair, so every value is
+    repeated twice: shape (head_dims // 2,).
+    """
+    steps = torch.linspace(0, 1, head_dims // 4, device=device)
+    angle = 1.0 / (10000**steps)
+    return angle.repeat_interleave(2)
 
 
 class RoPE2d(nn.Module):
@@ -14,6 +26,15 @@ class RoPE2d(nn.Module):
     Half of each head's channels rotate with the row index and half with the
     column index. The frequencies are kept as the buffer ``angle`` (it is
     part of the authors' checkpoints, so it stays in the state dict).
+
+    The tables are computed in float32 (float64 in a float64 model) whatever
+    the dtype of the parameters: a position times a frequency needs more
+    bits than bfloat16 (8) or float16 (11) hold, which would put ``sin`` and
+    ``cos`` off by up to 0.96 (bf16) or 0.04 (fp16) on large maps. Users
+    cast them to the dtype of q and k (see
+    :func:`~mmsecvit.models.layers.sec_attention.rope_qk`). A buffer cast
+    to a low precision (``model.half()``, FSDP's ``buffer_dtype``) has lost
+    the frequencies' bits, so they are recomputed then.
 
     Args:
         embed_dims (int): Channels of the stage.
@@ -30,9 +51,8 @@ class RoPE2d(nn.Module):
                 f'{embed_dims} channels / {num_heads} heads = {head_dims}. '
                 'Choose num_heads so that embed_dims // num_heads is a '
                 'multiple of 4.')
-        angle = 1.0 / (10000**torch.linspace(0, 1, head_dims // 4))
-        # Each frequency rotates one (even, odd) channel pair.
-        self.register_buffer('angle', angle.repeat_interleave(2))
+        self.head_dims = head_dims
+        self.register_buffer('angle', rope_frequencies(head_dims))
 
     def forward(self, hw_shape: Tuple[int, int]) -> Tuple[torch.Tensor, ...]:
         """Compute the rotation tables for a feature map.
@@ -42,13 +62,16 @@ class RoPE2d(nn.Module):
 
         Returns:
             tuple[Tensor, Tensor]: ``sin`` and ``cos``, each of shape
-            (H * W, head_dims), in the dtype of ``angle``.
+            (H * W, head_dims), in float64 if ``angle`` is, else float32.
         """
         h, w = hw_shape
-        rows = torch.arange(h, device=self.angle.device).to(self.angle)
-        cols = torch.arange(w, device=self.angle.device).to(self.angle)
-        phase_h = rows[:, None] * self.angle  # (H, D/2)
-        phase_w = cols[:, None] * self.angle  # (W, D/2)
+        angle = self.angle
+        if angle.dtype not in (torch.float32, torch.float64):
+            angle = rope_frequencies(self.head_dims, angle.device)
+        rows = torch.arange(h, device=angle.device).to(angle)
+        cols = torch.arange(w, device=angle.device).to(angle)
+        phase_h = rows[:, None] * angle  # (H, D/2)
+        phase_w = cols[:, None] * angle  # (W, D/2)
         phase = torch.cat([
             phase_h[:, None, :].expand(h, w, -1),
             phase_w[None, :, :].expand(h, w, -1)

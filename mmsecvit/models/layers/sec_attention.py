@@ -72,18 +72,30 @@ def resolve_cluster_length(num_tokens: int, num_clusters: int,
 def sec_order(k: torch.Tensor) -> torch.Tensor:
     """Rank tokens by the cosine similarity of their key to the mean key.
 
+    The similarities are computed in float32 (float64 for float64 keys)
+    with autocast off. The ranking decides which tokens attend to each
+    other, so rounding errors here are not small errors of the output but
+    tokens moved to another cluster: in bfloat16 or float16 arithmetic
+    (the matrix product under autocast) neighbouring similarities round to
+    the same value and their order becomes arbitrary. The keys themselves
+    stay as given (in autocast's dtype they are already rounded, which is
+    the part of the difference that cannot be avoided).
+
     Args:
         k (Tensor): Keys of shape (B, heads, N, head_dims); any strides.
 
     Returns:
         Tensor: Indices of shape (B, heads, N), least similar first.
     """
-    center = F.normalize(k.mean(dim=2, keepdim=True), dim=-1)  # (B, h, 1, d)
-    # Dividing the (B, h, N) dot products by the key norms gives the cosine
-    # without writing a normalised copy of all keys.
-    dots = (k @ center.transpose(-1, -2)).squeeze(-1)  # (B, h, N)
-    similarity = dots / k.norm(dim=-1).clamp_min(1e-12)
-    return similarity.argsort(dim=-1)
+    with torch.autocast(k.device.type, enabled=False):
+        k = k.to(torch.promote_types(k.dtype, torch.float32))
+        center = F.normalize(
+            k.mean(dim=2, keepdim=True), dim=-1)  # (B, h, 1, d)
+        # Dividing the (B, h, N) dot products by the key norms gives the
+        # cosine without writing a normalised copy of all keys.
+        dots = (k @ center.transpose(-1, -2)).squeeze(-1)  # (B, h, N)
+        similarity = dots / k.norm(dim=-1).clamp_min(1e-12)
+        return similarity.argsort(dim=-1)
 
 
 def rope_qk(qkv: torch.Tensor, sin: torch.Tensor,
@@ -101,17 +113,26 @@ def rope_qk(qkv: torch.Tensor, sin: torch.Tensor,
     no complex counterpart on every device) take ``apply_rope`` and a
     concatenation.
 
+    The tables are cast to the dtype of ``qkv`` first, so that q, k and v
+    reach the attention kernel in that dtype: under autocast the float32
+    tables would otherwise promote q and k (and, through the
+    concatenation, v) to float32, and autocast would cast them back to
+    its dtype for ``scaled_dot_product_attention``, two extra copies of
+    every q, k and v per block.
+
     Args:
         qkv (Tensor): Shape (B, heads, N, 3, head_dims); the last dimension
             contiguous.
-        sin, cos (Tensor): RoPE tables (N, head_dims).
+        sin, cos (Tensor): RoPE tables (N, head_dims), in any floating
+            dtype.
 
     Returns:
         Tensor: (B, heads, N, 3, head_dims), q and k rotated, v copied; in
         the memory order of ``qkv`` where the complex path is taken, else
         contiguous.
     """
-    if qkv.dtype in (torch.float32, torch.float64) and sin.dtype == qkv.dtype:
+    sin, cos = sin.to(qkv.dtype), cos.to(qkv.dtype)
+    if qkv.dtype in (torch.float32, torch.float64):
         # Both channels of a pair share one angle (RoPE2d repeats each).
         rotation = torch.complex(cos[:, 0::2], sin[:, 0::2])  # (N, d/2)
         table = torch.stack(

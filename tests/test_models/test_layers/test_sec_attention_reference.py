@@ -78,7 +78,7 @@ def packed_qkv_and_tables(dtype, heads=2, dims=8, hw=(5, 7)):
     qkv = qkv_map.permute(0, 2, 3, 1).reshape(2, h * w, 3, heads, dims) \
         .permute(0, 3, 1, 2, 4)
     sin, cos = RoPE2d(heads * dims, heads).to(dtype)(hw)
-    return qkv, sin, cos
+    return qkv, sin.to(dtype), cos.to(dtype)
 
 
 @pytest.mark.parametrize('dtype',
