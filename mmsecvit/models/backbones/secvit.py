@@ -19,13 +19,12 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmsecvit.registry import MODELS
 from mmsecvit.utils.errors import (ConfigKeyError, ConfigTypeError,
                                    ConfigValueError)
-from ..layers import (LayerNorm2d, RoPE2d, SECAttention, conv_norm,
-                      conv_plus_identity)
+from ..layers import (BATCH_NORMS, LayerNorm2d, RoPE2d, SECAttention,
+                      conv_norm, conv_plus_identity)
 from ..layers.activation_checkpoint import (check_selective_checkpoint_support,
                                             selective_checkpoint_context)
 from .secvit_weights import (CheckpointMismatchError, check_compatible,
@@ -309,8 +308,9 @@ class SecViT(BaseModule):
         frozen_stages (int): Stages to freeze (stop gradients and set to
             eval mode): 0 freezes the stem, i >= 1 also stages 0..i-1 with
             their downsample and output norm. -1 freezes nothing.
-        norm_eval (bool): Keep the BatchNorm layers (stem, downsample) in
-            eval mode during training. Defaults to False.
+        norm_eval (bool): Keep the BatchNorm layers (stem, downsample;
+            torch's BN/SyncBN and mmcv's MMSyncBN) in eval mode during
+            training. Defaults to False.
         with_cp (bool | str): Non-reentrant activation checkpointing of each
             block, trading compute for memory. ``False``: none. ``True`` or
             ``'full'``: keep only each block's input and recompute the whole
@@ -614,7 +614,7 @@ class SecViT(BaseModule):
         self._freeze_stages()
         if mode and self.norm_eval:
             for module in self.modules():
-                if isinstance(module, _BatchNorm):
+                if isinstance(module, BATCH_NORMS):
                     module.eval()
         return self
 

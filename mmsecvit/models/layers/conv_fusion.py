@@ -10,7 +10,8 @@ rounding only.
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.modules.batchnorm import _BatchNorm
+
+from .norm import BATCH_NORMS, batch_norm
 
 
 def conv_plus_identity(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +51,9 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module,
 
     In eval mode a BatchNorm is a per-channel affine map, so it can scale
     the kernel and shift the bias instead. In training mode (batch
-    statistics), or for other norm layers, both modules run as they are.
+    statistics), or for other norm layers, both modules run as they are
+    (mmcv's SyncBatchNorm on an NCHW copy, see
+    :func:`~mmsecvit.models.layers.norm.batch_norm`).
 
     Args:
         conv (nn.Conv2d): The convolution.
@@ -60,9 +63,9 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module,
     Returns:
         Tensor: ``norm(conv(x))``.
     """
-    if not (isinstance(norm, _BatchNorm) and not norm.training
+    if not (isinstance(norm, BATCH_NORMS) and not norm.training
             and norm.running_mean is not None):
-        return norm(conv(x))
+        return batch_norm(norm, conv(x))
     scale = torch.rsqrt(norm.running_var + norm.eps)
     if norm.weight is not None:
         scale = scale * norm.weight

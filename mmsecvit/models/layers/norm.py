@@ -2,6 +2,42 @@
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcv.ops import SyncBatchNorm as MMSyncBatchNorm
+from torch.nn.modules.batchnorm import _BatchNorm
+
+#: The BatchNorm classes: torch's (BN, SyncBN) and mmcv's SyncBatchNorm
+#: (``MMSyncBN``, also what ``sync_bn='mmcv'`` converts to), which is not a
+#: subclass of ``_BatchNorm``.
+BATCH_NORMS = (_BatchNorm, MMSyncBatchNorm)
+
+
+def batch_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` for any norm layer, safe for mmcv's SyncBatchNorm on a
+    channels-last map.
+
+    mmcv's SyncBatchNorm kernels read their input and output gradient as
+    contiguous NCHW memory whatever the strides; on a channels-last map
+    they would compute the statistics, the output and the gradient of
+    scrambled channels. So it gets the map in NCHW order, its output
+    gradient is made contiguous too, and its output goes back to the
+    memory format of ``x`` (two copies per layer; torch's BatchNorm and
+    SyncBatchNorm handle channels-last themselves and take none).
+
+    Args:
+        norm (nn.Module): The norm layer.
+        x (Tensor): Input map (B, C, H, W).
+
+    Returns:
+        Tensor: ``norm(x)``, in the memory format of ``x``.
+    """
+    if not isinstance(norm, MMSyncBatchNorm):
+        return norm(x)
+    memory_format = torch.channels_last if x.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format
+    out = norm(x.contiguous())
+    if out.requires_grad:
+        out.register_hook(torch.Tensor.contiguous)
+    return out.contiguous(memory_format=memory_format)
 
 
 class LayerNorm2d(nn.Module):
