@@ -93,8 +93,9 @@ def swap_pairs(x: torch.Tensor) -> torch.Tensor:
 def signed_sin(sin: torch.Tensor) -> torch.Tensor:
     """``sin`` with the even channels negated, so that ``rotate_pairs(x) *
     sin == swap_pairs(x) * signed_sin(sin)`` exactly (negation is exact)."""
-    sign = sin.new_tensor([-1., 1.]).repeat(sin.shape[-1] // 2)
-    return sin * sign
+    # Not ``sin * tensor([-1, 1, ...])``: a tensor made from host data is
+    # a host-to-device copy that synchronises on every call on CUDA.
+    return torch.stack([-sin[..., 0::2], sin[..., 1::2]], dim=-1).flatten(-2)
 
 
 def apply_rope(x: torch.Tensor, sin: torch.Tensor,
