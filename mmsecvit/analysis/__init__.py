@@ -1,6 +1,7 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-"""Measurements of the backbones: latency, memory and FLOPs.
+"""Measurements and checks of the backbones: latency, memory, FLOPs,
+mixed-precision numerics and the GPU acceptance check.
 
-Not imported by ``import mmsecvit``: the tools under
-``tools/analysis_tools`` import what they measure with.
+Not imported by ``import mmsecvit``: the tools under ``tools/`` import what
+they measure with.
 """
