@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from mmengine.model import convert_sync_batchnorm
 
 from mmsecvit.models import SecViT
 
@@ -78,13 +79,22 @@ def test_simulation_is_blind_to_channels_last(simulated_mmcv_sync_bn):
         norm(x.contiguous(memory_format=torch.channels_last)), expected)
 
 
-def backbone_pair():
+def backbone_pair(how='norm_cfg'):
     """A BN SecViT and an MMSyncBN SecViT with the same weights, in float64
     (mmcv's kernels take float32 or float16; the simulation any dtype, and
-    float64 leaves no doubt about rounding)."""
+    float64 leaves no doubt about rounding).
+
+    ``how``: 'norm_cfg' builds it with ``norm_cfg=dict(type='MMSyncBN')``,
+    'sync_bn' converts a BN model as MMEngine's Runner does for
+    ``sync_bn='mmcv'``.
+    """
     bn = SecViT(TINY_ARCH).double()
-    sync = SecViT(TINY_ARCH, norm_cfg=dict(type='MMSyncBN')).double()
-    sync.load_state_dict(bn.state_dict())
+    if how == 'norm_cfg':
+        sync = SecViT(TINY_ARCH, norm_cfg=dict(type='MMSyncBN')).double()
+        sync.load_state_dict(bn.state_dict())
+    else:
+        sync = convert_sync_batchnorm(
+            copy.deepcopy(bn), implementation='mmcv').double()
     return bn, sync
 
 
@@ -96,9 +106,11 @@ def outputs_and_grads(model, x):
     return outs, grads
 
 
+@pytest.mark.parametrize('how', ['norm_cfg', 'sync_bn'])
 def test_mmsync_bn_trains_like_bn_on_channels_last_maps(
-        simulated_mmcv_sync_bn):
-    bn, sync = backbone_pair()
+        how, simulated_mmcv_sync_bn):
+    bn, sync = backbone_pair(how)
+    assert isinstance(sync.patch_embed.proj[1], mmcv_sync_bn.SyncBatchNorm)
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     torch.manual_seed(0)
     expected_outs, expected_grads = outputs_and_grads(bn.train(), x)
