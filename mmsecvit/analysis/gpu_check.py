@@ -27,18 +27,12 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from mmsecvit.analysis.mixed_precision import cluster_agreement
+from mmsecvit.datasets.demo import make_demo_data
 from mmsecvit.models import SecViT
 from mmsecvit.models.layers import record_cluster_assignments
 from mmsecvit.testing import randomize_weights
+from mmsecvit.testing.archs import TEST_ARCH
 from mmsecvit.utils.collect_env import collect_env
-
-#: The arch of dry runs: every code path of SecViT-S at a fraction of the
-#: cost.
-TINY_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
 
 #: What a single GPU cannot show, said in every report.
 NOT_CHECKED = [
@@ -88,7 +82,9 @@ class CheckContext:
 
     @property
     def arch(self):
-        return TINY_ARCH if self.dry_run else 'small'
+        # The test arch: every code path of SecViT-S at a fraction of the
+        # cost.
+        return TEST_ARCH if self.dry_run else 'small'
 
     def model(self, **kwargs) -> SecViT:
         """SecViT (SecViT-S, or the tiny arch in a dry run) in float32 with
@@ -478,7 +474,6 @@ default_hooks = dict(
     'SyncBN, resume, test, inferencer',
     needs_cuda=True)
 def check_mask_rcnn_nccl(ctx: CheckContext) -> List[str]:
-    from mmsecvit.datasets.demo import make_demo_data
     data = osp.join(ctx.work_dir, 'data')
     # 8 images, batch 2: 4 iterations per epoch, checkpoints at 2 and 4.
     make_demo_data(data, num_train=8, num_val=2, ade=False)
@@ -585,7 +580,6 @@ def check_two_ranks_gloo(ctx: CheckContext) -> List[str]:
 
 @check('upernet_amp', 'UperNet demo, 4 iterations --amp', needs_cuda=True)
 def check_upernet_amp(ctx: CheckContext) -> List[str]:
-    from mmsecvit.datasets.demo import make_demo_data
     data = osp.join(ctx.work_dir, 'data_ade')
     make_demo_data(data, num_train=8, num_val=2, coco=False)
     root = osp.join(data, 'ade/ADEChallengeData2016')

@@ -6,12 +6,9 @@ import torch
 from mmsecvit.analysis.mixed_precision import (activation_peaks,
                                                cluster_agreement)
 from mmsecvit.models import SecViT
+from mmsecvit.testing.archs import arch_with
 
-ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[2, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
+ARCH = arch_with(depths=[2, 1, 1, 1])
 
 
 def test_cluster_agreement_has_one_share_per_block_of_the_stage():

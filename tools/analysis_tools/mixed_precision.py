@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from mmsecvit.utils.benchmark import parse_size
+from mmsecvit.analysis.benchmark import parse_size
 from mmsecvit.analysis.mixed_precision import (FP16_MAX, activation_peaks,
                                                cluster_agreement)
 from mmsecvit.models import SecViT

@@ -12,12 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmsecvit.models import SecViT
-
-TINY_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
+from mmsecvit.testing.archs import TEST_ARCH
 
 # Device-to-host reads (.item(), bool(), nonzero's output size) and
 # host-to-device copies of Python data (torch.tensor, new_tensor).
@@ -41,7 +36,7 @@ class RecordOps(TorchDispatchMode):
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize('with_cp', [False, 'selective'])
 def test_training_step_has_no_host_round_trips(dtype, with_cp):
-    model = SecViT(TINY_ARCH, with_cp=with_cp).train()
+    model = SecViT(TEST_ARCH, with_cp=with_cp).train()
     x = torch.randn(2, 3, 64, 72)  # a shorter last cluster in every stage
     with RecordOps() as recorder:
         with torch.autocast('cpu', dtype=dtype,
@@ -54,7 +49,7 @@ def test_training_step_has_no_host_round_trips(dtype, with_cp):
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 def test_inference_has_no_host_round_trips(dtype):
-    model = SecViT(TINY_ARCH).eval()
+    model = SecViT(TEST_ARCH).eval()
     with RecordOps() as recorder, torch.no_grad(), torch.autocast(
             'cpu', dtype=dtype, enabled=dtype != torch.float32):
         model(torch.randn(1, 3, 64, 72))

@@ -7,18 +7,14 @@ import torch.nn.functional as F
 
 from mmsecvit.models import SecViT
 from mmsecvit.models.layers import RoPE2d, sec_order
+from mmsecvit.testing.archs import TEST_ARCH
 
-TINY_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
 LOW_PRECISION = [torch.bfloat16, torch.float16]
 
 
 @pytest.mark.parametrize('dtype', LOW_PRECISION)
 def test_rope_tables_of_low_precision_model_equal_float32_tables(dtype):
-    model = SecViT(TINY_ARCH)
+    model = SecViT(TEST_ARCH)
     hw = (120, 200)  # positions up to 199: bf16/fp16 phases are far off
     expected = [stage.RoPE(hw) for stage in model.layers]
     model.to(dtype)
@@ -53,7 +49,7 @@ def sdpa_dtypes(monkeypatch):
 
 @pytest.mark.parametrize('dtype', LOW_PRECISION)
 def test_qkv_reach_attention_kernel_in_autocast_dtype(dtype, sdpa_dtypes):
-    model = SecViT(TINY_ARCH).eval()
+    model = SecViT(TEST_ARCH).eval()
     with torch.no_grad(), torch.autocast('cpu', dtype=dtype):
         model(torch.randn(1, 3, 64, 72))
     # Clustered stages call the kernel once or twice, the global one once.

@@ -17,12 +17,7 @@ import torch.nn.functional as F
 from mmengine.model import convert_sync_batchnorm
 
 from mmsecvit.models import SecViT
-
-TINY_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
+from mmsecvit.testing.archs import TEST_ARCH
 
 
 def read_as_nchw(tensor):
@@ -88,9 +83,9 @@ def backbone_pair(how='norm_cfg'):
     'sync_bn' converts a BN model as MMEngine's Runner does for
     ``sync_bn='mmcv'``.
     """
-    bn = SecViT(TINY_ARCH).double()
+    bn = SecViT(TEST_ARCH).double()
     if how == 'norm_cfg':
-        sync = SecViT(TINY_ARCH, norm_cfg=dict(type='MMSyncBN')).double()
+        sync = SecViT(TEST_ARCH, norm_cfg=dict(type='MMSyncBN')).double()
         sync.load_state_dict(bn.state_dict())
     else:
         sync = convert_sync_batchnorm(
@@ -128,7 +123,7 @@ def test_mmsync_bn_trains_like_bn_on_channels_last_maps(
 
 def test_norm_eval_keeps_mmsync_bn_in_eval_mode(simulated_mmcv_sync_bn):
     model = SecViT(
-        TINY_ARCH, norm_cfg=dict(type='MMSyncBN'), norm_eval=True).train()
+        TEST_ARCH, norm_cfg=dict(type='MMSyncBN'), norm_eval=True).train()
     norms = [
         m for m in model.modules()
         if isinstance(m, mmcv_sync_bn.SyncBatchNorm)
