@@ -33,6 +33,7 @@ from mmsecvit.models.layers import record_cluster_assignments
 from mmsecvit.testing import randomize_weights
 from mmsecvit.testing.archs import TEST_ARCH
 from mmsecvit.utils.collect_env import collect_env
+from mmsecvit.utils.errors import ConfigValueError
 
 #: What a single GPU cannot show, said in every report.
 NOT_CHECKED = [
@@ -156,7 +157,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_tool(ctx: CheckContext, args: List[str], log_name: str) -> List[str]:
+def run_python(ctx: CheckContext, args: List[str], log_name: str) -> List[str]:
     """Run ``python ARGS`` in the repository; raise CheckFailed with the
     end of its output if it fails. Returns the report line."""
     log_path = osp.join(ctx.work_dir, f'{log_name}.log')
@@ -490,7 +491,7 @@ def check_mask_rcnn_nccl(ctx: CheckContext) -> List[str]:
         *distributed_run(_free_port()), 'tools/train.py', config, '--launcher',
         'pytorch', '--amp', '--work-dir', work
     ]
-    lines = run_tool(ctx, train, 'mask_rcnn_train')
+    lines = run_python(ctx, train, 'mask_rcnn_train')
     for name in ('iter_2.pth', 'iter_4.pth'):
         if not osp.exists(osp.join(work, name)):
             raise CheckFailed(f'no {name} in {work}')
@@ -499,7 +500,7 @@ def check_mask_rcnn_nccl(ctx: CheckContext) -> List[str]:
         'pytorch', '--amp', '--work-dir', work, '--resume', '--cfg-options',
         'train_cfg.max_epochs=2'
     ]
-    lines += run_tool(ctx, resume, 'mask_rcnn_resume')
+    lines += run_python(ctx, resume, 'mask_rcnn_resume')
     with open(osp.join(ctx.work_dir, 'mask_rcnn_resume.log')) as f:
         if 'resumed epoch' not in f.read() or \
                 not osp.exists(osp.join(work, 'iter_8.pth')):
@@ -511,7 +512,7 @@ def check_mask_rcnn_nccl(ctx: CheckContext) -> List[str]:
         '--launcher', 'pytorch', '--work-dir',
         osp.join(work, 'test')
     ]
-    lines += run_tool(ctx, test, 'mask_rcnn_test')
+    lines += run_python(ctx, test, 'mask_rcnn_test')
     image = osp.join(data, 'coco/val2017')
     image = osp.join(image, sorted(os.listdir(image))[0])
     demo = [
@@ -519,7 +520,7 @@ def check_mask_rcnn_nccl(ctx: CheckContext) -> List[str]:
         '--device', 'cuda:0', '--out-dir',
         osp.join(work, 'demo')
     ]
-    lines += run_tool(ctx, demo, 'mask_rcnn_demo')
+    lines += run_python(ctx, demo, 'mask_rcnn_demo')
     drawn = osp.join(work, 'demo', 'vis', osp.basename(image))
     if not osp.exists(drawn):
         raise CheckFailed(f'image_demo.py wrote no {drawn}')
@@ -592,7 +593,7 @@ def check_upernet_amp(ctx: CheckContext) -> List[str]:
         f'val_dataloader.dataset.data_root={root}',
         f'test_dataloader.dataset.data_root={root}'
     ]
-    return [f'- {line}' for line in run_tool(ctx, train, 'upernet_train')]
+    return [f'- {line}' for line in run_python(ctx, train, 'upernet_train')]
 
 
 # ----------------------------------------------------------------------
@@ -623,8 +624,8 @@ def run_checks(ctx: CheckContext,
     known = [item.name for item in CHECKS]
     unknown = set(names or []) - set(known)
     if unknown:
-        raise ValueError(f'Unknown checks {sorted(unknown)}; choose from '
-                         f'{known}.')
+        raise ConfigValueError(f'Unknown checks {sorted(unknown)}; choose '
+                               f'from {known}.')
     os.makedirs(ctx.work_dir, exist_ok=True)
     return [
         run_check(item, ctx) for item in CHECKS

@@ -18,6 +18,7 @@ import torch
 from mmsecvit.analysis.benchmark import parse_size
 from mmsecvit.analysis.mixed_precision import (FP16_MAX, activation_peaks,
                                                cluster_agreement)
+from mmsecvit.engine.cli import add_debug_argument, run_tool
 from mmsecvit.models import SecViT
 from mmsecvit.testing import randomize_weights
 
@@ -38,6 +39,7 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--checkpoint', help='weights instead of random')
     parser.add_argument('--seed', type=int, default=0)
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -75,4 +77,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

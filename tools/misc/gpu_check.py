@@ -18,6 +18,7 @@ import torch
 
 from mmsecvit.analysis.gpu_check import (CHECKS, CheckContext, render_report,
                                          run_checks)
+from mmsecvit.engine.cli import add_debug_argument, run_tool
 
 
 def parse_args(argv=None):
@@ -40,6 +41,7 @@ def parse_args(argv=None):
         nargs='+',
         choices=[item.name for item in CHECKS],
         help='run only these checks')
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -66,4 +68,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)
