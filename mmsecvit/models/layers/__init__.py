@@ -3,11 +3,13 @@ from .conv_fusion import conv_norm, conv_plus_identity
 from .norm import BATCH_NORMS, LayerNorm2d, batch_norm
 from .rope import RoPE2d, apply_rope
 from .sec_attention import (SECAttention, clustered_attention,
-                            record_cluster_assignments,
-                            resolve_cluster_length, sec_order)
+                            clustered_attention_traceable,
+                            record_cluster_assignments, resolve_cluster_length,
+                            sec_order)
 
 __all__ = [
     'BATCH_NORMS', 'LayerNorm2d', 'RoPE2d', 'batch_norm', 'apply_rope',
-    'SECAttention', 'clustered_attention', 'conv_norm', 'conv_plus_identity',
-    'record_cluster_assignments', 'resolve_cluster_length', 'sec_order'
+    'SECAttention', 'clustered_attention', 'clustered_attention_traceable',
+    'conv_norm', 'conv_plus_identity', 'record_cluster_assignments',
+    'resolve_cluster_length', 'sec_order'
 ]

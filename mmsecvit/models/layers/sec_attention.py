@@ -132,7 +132,9 @@ def rope_qk(qkv: torch.Tensor, sin: torch.Tensor,
         contiguous.
     """
     sin, cos = sin.to(qkv.dtype), cos.to(qkv.dtype)
-    if qkv.dtype in (torch.float32, torch.float64):
+    # ONNX has no complex type: an export takes the real-valued path.
+    if (qkv.dtype in (torch.float32, torch.float64)
+            and not torch.onnx.is_in_onnx_export()):
         # Both channels of a pair share one angle (RoPE2d repeats each).
         rotation = torch.complex(cos[:, 0::2], sin[:, 0::2])  # (N, d/2)
         table = torch.stack(
@@ -217,6 +219,65 @@ def clustered_attention_packed(qkv: torch.Tensor,
         restored.view(b * n * h, d).index_copy_(0, target_rows.flatten(),
                                                 out.reshape(-1, d))
     return restored.transpose(1, 2)
+
+
+def clustered_attention_traceable(qkv: torch.Tensor, num_clusters: int,
+                                  cluster_mode: str,
+                                  cluster_size: int) -> torch.Tensor:
+    """:func:`clustered_attention_packed` without a branch on the token
+    count, for export to a graph with a dynamic input size.
+
+    The eager path picks the cluster length, and whether a shorter last
+    cluster exists, from Python integers; a traced graph would freeze them
+    at the export size. Here they are computed from the shape inside the
+    graph and the sorted tokens are padded to whole clusters instead: the
+    padding repeats the first tokens of the ranking, is masked out as keys
+    and dropped from the output, which is the same attention as a shorter
+    last cluster (see the module docstring). At a token count that
+    ``cluster_size`` mode does not cluster (``N <= cluster_size``), the one
+    cluster holds all tokens in ranked order, which equals global attention
+    up to rounding.
+
+    Args:
+        qkv (Tensor): Shape (B, heads, N, 3, head_dims), q and k after
+            RoPE.
+        num_clusters (int): Clusters of the block; below 2 is global
+            attention.
+        cluster_mode (str): See :func:`resolve_cluster_length`.
+        cluster_size (int): See :func:`resolve_cluster_length`.
+
+    Returns:
+        Tensor: Shape (B, heads, N, head_dims), in token order.
+    """
+    q, k, v = qkv.unbind(3)
+    if num_clusters < 2:
+        return F.scaled_dot_product_attention(q, k, v)
+    b, heads, n, d = k.shape
+    if not isinstance(n, torch.Tensor):  # sizes are tensors while tracing
+        n = torch.tensor(n, device=qkv.device)
+    if cluster_mode == 'num_clusters':
+        length = (n + num_clusters - 1) // num_clusters
+    elif cluster_mode == 'cluster_size':
+        length = n.clamp(max=cluster_size)
+    else:
+        raise ValueError(f'Unknown cluster_mode {cluster_mode!r}; expected '
+                         f'one of {CLUSTER_MODES}.')
+    clusters = (n + length - 1) // length
+    order = sec_order(k)  # (B, heads, N)
+    padded = torch.cat([order, order[..., :clusters * length - n]], dim=-1)
+    rows = torch.gather(qkv, 2, padded[..., None, None].expand(
+        -1, -1, -1, 3, d))  # (B, heads, clusters * L, 3, d)
+    rows = rows.reshape(b, heads, clusters, length, 3, d)
+    valid = torch.arange(clusters * length, device=qkv.device) < n
+    out = F.scaled_dot_product_attention(
+        rows[..., 0, :],
+        rows[..., 1, :],
+        rows[..., 2, :],
+        attn_mask=valid.reshape(clusters, 1, length))
+    out = out.reshape(b, heads, clusters * length, d)[:, :, :n]
+    # Back to token order.
+    index = order[..., None].expand(-1, -1, -1, d)
+    return torch.zeros_like(v).scatter(2, index, out)
 
 
 def clustered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -314,12 +375,19 @@ class SECAttention(nn.Module):
         lepe = self.lepe(v)
         qkv = rope_qk(tokens.transpose(1, 2), sin, cos)  # (B, heads, N, 3, d)
 
-        length = resolve_cluster_length(n, self.num_clusters,
-                                        self.cluster_mode, self.cluster_size)
-        order = sec_order(qkv[..., 1, :]) if length < n else None
-        out = clustered_attention_packed(qkv, length, order)
-        if self.cluster_records is not None:
-            self._record(order, length, (b, h, w))
+        if torch.onnx.is_in_onnx_export():
+            # No cluster records: a graph has no Python side effects.
+            out = clustered_attention_traceable(qkv, self.num_clusters,
+                                                self.cluster_mode,
+                                                self.cluster_size)
+        else:
+            length = resolve_cluster_length(n, self.num_clusters,
+                                            self.cluster_mode,
+                                            self.cluster_size)
+            order = sec_order(qkv[..., 1, :]) if length < n else None
+            out = clustered_attention_packed(qkv, length, order)
+            if self.cluster_records is not None:
+                self._record(order, length, (b, h, w))
         # (B, heads, N, d) -> channels-last (B, C, H, W); free when ``out``
         # is token-major in memory.
         out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
