@@ -58,3 +58,15 @@ def test_torch_is_never_an_install_requirement():
     for file in ('runtime', 'optional', 'tests', 'mminstall', 'build'):
         names = [re.split(r'[<>=!~;\[ ]', r)[0] for r in _requirements(file)]
         assert 'torch' not in names, file
+
+
+def test_onnx_packages_are_optional_and_installed_for_the_tests():
+    # `pip install mmsecvit` stays without them; install.sh installs the
+    # optional file always and the tests file with --tests.
+    for name in ('onnx', 'onnxruntime'):
+        assert name not in _requirements('runtime')
+        assert name in _requirements('optional')
+        assert name in _requirements('tests')
+    script = _read('tools/install.sh')
+    assert 'requirements/optional.txt' in script
+    assert 'requirements/tests.txt' in script

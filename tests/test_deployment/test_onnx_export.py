@@ -1,0 +1,140 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""ONNX export of SecViT backbones and detectors, checked with ONNX
+Runtime at several input sizes."""
+import os.path as osp
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+
+from mmsecvit.deployment import onnx_export
+from mmsecvit.deployment.onnx_export import (ExportError, build_export_model,
+                                             export_onnx, near_tie,
+                                             verification_inputs, verify_onnx)
+from mmsecvit.models import SecViT
+from mmsecvit.testing.weights import randomize_weights
+
+pytest.importorskip('onnxruntime')
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(REPO_ROOT, 'tests', 'test_tools'))
+from conftest import small_config  # noqa: E402
+
+SMALL_ARCH = dict(
+    embed_dims=[32, 64, 128, 256],
+    depths=[1, 1, 1, 1],
+    num_heads=[1, 2, 4, 8],
+    num_clusters=[4, 2, 2, -1])
+
+
+def small_backbone(mode):
+    model = SecViT(arch=SMALL_ARCH, cluster_mode=mode, cluster_size=20)
+    return randomize_weights(model, seed=0).eval()
+
+
+@pytest.mark.parametrize('mode', ['num_clusters', 'cluster_size'])
+def test_backbone_export_matches_pytorch_at_other_sizes(mode, tmp_path):
+    model = small_backbone(mode)
+    path = str(tmp_path / 'secvit.onnx')
+    names = export_onnx(model, path, (64, 96))
+    assert names == ['out0', 'out1', 'out2', 'out3']
+    cases = verification_inputs(model, (64, 96), dynamic=True)
+    # The export size, batch 2 at another size, a shorter last cluster.
+    assert cases[0] == (1, 64, 96) and cases[1][0] == 2
+    batch, h, w = cases[2]
+    tokens = -(-h // 4) * -(-w // 4)
+    length = -(-tokens // 4) if mode == 'num_clusters' else 20
+    assert tokens % length
+    checks = verify_onnx(model, path, cases)
+    assert all(check.passed for check in checks), checks
+    assert max(check.max_abs_diff for check in checks) < 1e-4
+
+
+def test_cluster_size_export_is_global_where_tokens_are_few(tmp_path):
+    # 32x32 has 64 tokens in stage 0 (4 clusters of 20), 16 in stage 1 (one
+    # cluster: global attention), after an export at 64x96 (384 tokens).
+    model = small_backbone('cluster_size')
+    path = str(tmp_path / 'secvit.onnx')
+    export_onnx(model, path, (64, 96))
+    assert verify_onnx(model, path, [(1, 32, 32)])[0].passed
+
+
+def test_static_export_takes_only_its_size(tmp_path):
+    model = small_backbone('num_clusters')
+    path = str(tmp_path / 'secvit.onnx')
+    export_onnx(model, path, (64, 64), dynamic=False)
+    assert verification_inputs(model, (64, 64), dynamic=False) == [(1, 64, 64)]
+    assert verify_onnx(model, path, [(1, 64, 64)])[0].passed
+    with pytest.raises(Exception, match='[Gg]ot'):
+        verify_onnx(model, path, [(1, 64, 96)])
+
+
+def test_verification_catches_a_wrong_graph(tmp_path):
+    model = small_backbone('num_clusters')
+    path = str(tmp_path / 'secvit.onnx')
+    export_onnx(model, path, (64, 64))
+    with torch.no_grad():
+        model.norm0.norm.bias += 1
+    assert not verify_onnx(model, path, [(1, 64, 64)])[0].passed
+
+
+def test_near_tie_compares_float32_and_float64_clusters(monkeypatch):
+    model = small_backbone('num_clusters')
+    x = torch.randn(1, 3, 32, 32)
+    assert not near_tie(model, x)
+    # A float64 run that ranks otherwise (here: other weights) is what a
+    # token on a cluster boundary looks like.
+    other = small_backbone('num_clusters')
+    randomize_weights(other, seed=1)
+    monkeypatch.setattr(onnx_export.copy, 'deepcopy', lambda module: other)
+    assert near_tie(model, x)
+
+
+def test_retinanet_exports_whole_with_dynamic_size(tmp_path):
+    config = small_config(tmp_path, 'retinanet_secvit-s_fpn_demo-coco.py')
+    model = build_export_model(config, cluster_mode='cluster_size')
+    assert model.model.backbone.layers[0].blocks[0].attn.cluster_mode == \
+        'cluster_size'
+    path = str(tmp_path / 'retinanet.onnx')
+    names = export_onnx(model, path, (64, 96))
+    # cls_scores and bbox_preds of the 5 FPN levels.
+    assert names[0] == 'output0_0' and len(names) == 10
+    checks = verify_onnx(model, path,
+                         verification_inputs(model, (64, 96), True))
+    assert all(check.passed for check in checks), checks
+
+
+def test_two_stage_detector_is_refused_naming_the_ops(tmp_path):
+    config = small_config(tmp_path, 'mask-rcnn_secvit-s_fpn_demo-coco.py')
+    with pytest.raises(ExportError, match='NMSop.*RoIAlign.*--backbone-only'):
+        build_export_model(config)
+    backbone = build_export_model(config, backbone_only=True)
+    assert isinstance(backbone, SecViT) and not backbone.training
+
+
+def test_backbone_weights_come_from_the_checkpoint(tmp_path):
+    config = Config.fromfile(
+        small_config(tmp_path, 'retinanet_secvit-s_fpn_demo-coco.py'))
+    model = build_export_model(config)
+    state = {
+        k: v + 1
+        for k, v in model.model.state_dict().items() if v.is_floating_point()
+    }
+    torch.save({'state_dict': state}, str(tmp_path / 'weights.pth'))
+    loaded = build_export_model(
+        config, weights=str(tmp_path / 'weights.pth'), backbone_only=True)
+    torch.testing.assert_close(loaded.norm1.norm.weight,
+                               state['backbone.norm1.norm.weight'])
+
+
+class _ComplexOp(nn.Module):
+
+    def forward(self, x):
+        return torch.view_as_real(torch.complex(x, x))
+
+
+def test_unsupported_operator_gets_an_error_naming_it(tmp_path):
+    with pytest.raises(ExportError, match='operator aten::complex'):
+        export_onnx(_ComplexOp().eval(), str(tmp_path / 'x.onnx'), (4, 4))

@@ -1,0 +1,42 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+import os.path as osp
+import runpy
+
+import pytest
+from conftest import TOOLS, small_config
+
+pytest.importorskip('onnxruntime')
+
+
+@pytest.fixture(scope='module')
+def tool():
+    return runpy.run_path(
+        osp.join(TOOLS, 'deployment', 'pytorch2onnx.py'),
+        run_name='pytorch2onnx')
+
+
+def test_exports_and_verifies_a_backbone(tool, tmp_path, capsys):
+    config = small_config(tmp_path, 'mask-rcnn_secvit-s_fpn_demo-coco.py')
+    out = str(tmp_path / 'backbone.onnx')
+    assert tool['main']([
+        config, '--backbone-only', '--shape', '64', '96', '--dynamic',
+        '--cluster-mode', 'cluster_size', '--out', out
+    ]) == 0
+    printed = capsys.readouterr().out
+    assert osp.isfile(out)
+    assert printed.count('-> ok') == 3, printed
+
+
+def test_a_model_that_cannot_export_gets_an_error_naming_the_op(
+        tool, tmp_path, capsys):
+    config = small_config(tmp_path, 'mask-rcnn_secvit-s_fpn_demo-coco.py')
+    assert tool['main']([config, '--out', str(tmp_path / 'x.onnx')]) == 1
+    assert 'NMSop' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('shape', [['64'], ['64', '0'], ['64', 'wide']])
+def test_a_wrong_shape_is_a_usage_error(tool, tmp_path, shape, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        tool['parse_args'](['c.py', '--out', 'x.onnx', '--shape', *shape])
+    assert exit_info.value.code == 2
+    assert 'usage' in capsys.readouterr().err
