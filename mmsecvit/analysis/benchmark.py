@@ -38,6 +38,7 @@ from mmsecvit.utils.errors import ConfigValueError
 SECVIT_ARCHS = ('tiny', 'small', 'base', 'large')
 MODES = ('num_clusters', 'cluster_size')
 IMPLS = ('fast', 'reference')
+RUNTIMES = ('pytorch', 'onnxruntime')
 
 
 @dataclass
@@ -62,6 +63,10 @@ class Case:
         check_diff (bool): For the reference impl, run one more forward
             in which every attention is computed both ways on the same
             inputs and report the largest absolute difference.
+        runtime (str): 'pytorch' (eager) or 'onnxruntime': the backbone
+            exported to ONNX at the case's size (static shape) and run by
+            ONNX Runtime on the CPU with ``threads`` threads (inference
+            only).
     """
     model: str = 'secvit'
     size: Tuple[int, int] = (224, 224)
@@ -76,6 +81,7 @@ class Case:
     warmup: int = 1
     repeats: int = 3
     check_diff: bool = True
+    runtime: str = 'pytorch'
 
     @property
     def name(self) -> str:
@@ -88,6 +94,8 @@ class Case:
             name += ' with_cp=selective'
         elif self.with_cp:
             name += ' with_cp'
+        if self.runtime != 'pytorch':
+            name += f' {self.runtime}'
         return name
 
 
@@ -148,6 +156,11 @@ def _max_abs_diff(a: Sequence[torch.Tensor],
 
 def run_case(case: Case) -> Result:
     """Measure a case in this process."""
+    if case.runtime == 'onnxruntime':
+        return run_onnxruntime_case(case)
+    if case.runtime not in RUNTIMES:
+        raise ValueError(f'Unknown runtime {case.runtime!r}; use one of '
+                         f'{RUNTIMES}.')
     torch.set_num_threads(case.threads)
     torch.manual_seed(0)
     result = Result(case)
@@ -194,6 +207,44 @@ def run_case(case: Case) -> Result:
         result.peak_mem_mib = _peak_rss_mib() - base
     if reference and case.check_diff and not train:
         result.max_abs_diff = _attention_diff(model, x)
+    return result
+
+
+def run_onnxruntime_case(case: Case) -> Result:
+    """Measure a case with the backbone exported to ONNX (at the case's
+    size, batch and a static shape) and run by ONNX Runtime on the CPU.
+    Peak memory is not measured (NaN)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from mmsecvit.deployment.onnx_export import export_onnx
+    if case.task != 'infer' or case.device != 'cpu' or case.impl != 'fast':
+        raise ValueError('The onnxruntime runtime measures CPU inference of '
+                         'the fast attention only.')
+    torch.manual_seed(0)
+    result = Result(case)
+    model = build_backbone(case).eval()
+    x = torch.rand(case.batch, 3, *case.size)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = case.threads
+    options.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'backbone.onnx')
+        export_onnx(model, path, case.size, batch=case.batch, dynamic=False)
+        del model
+        session = ort.InferenceSession(
+            path, options, providers=['CPUExecutionProvider'])
+    feed = {'input': x.numpy()}
+    for _ in range(case.warmup):
+        session.run(None, feed)
+    for _ in range(case.repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        result.times.append(time.perf_counter() - start)
+    # Not measured: the peak resident memory of this process is the
+    # export's, which comes first.
+    result.peak_mem_mib = float('nan')
     return result
 
 
@@ -335,6 +386,7 @@ def build_cases(archs: Sequence[object],
                 swin: bool = True,
                 train_sizes: Sequence[Tuple[int, int]] = (),
                 train_batch: int = 2,
+                runtime: str = 'pytorch',
                 **common) -> List[Case]:
     """All cases of a benchmark run, in table order.
 
@@ -352,6 +404,9 @@ def build_cases(archs: Sequence[object],
         swin (bool): Include mmdet's Swin-T.
         train_sizes: Input sizes of the training (memory) cases.
         train_batch (int): Batch of the training cases.
+        runtime (str): 'pytorch', or 'onnxruntime' to add, after the eager
+            rows of each size, Swin-T and the SecViT archs in every mode
+            run by ONNX Runtime (inference only).
         **common: Further :class:`Case` fields (device, threads, warmup,
             repeats, batch).
     """
@@ -363,6 +418,9 @@ def build_cases(archs: Sequence[object],
         if impl not in IMPLS:
             raise ConfigValueError(
                 f'Unknown impl {impl!r}; use one of {IMPLS}.')
+    if runtime not in RUNTIMES:
+        raise ConfigValueError(f'Unknown runtime {runtime!r}; use one of '
+                               f'{RUNTIMES}.')
     cases = []
     for size in sizes:
         if swin:
@@ -373,6 +431,15 @@ def build_cases(archs: Sequence[object],
                     cases.append(
                         Case(size=size, arch=arch, mode=mode, impl=impl,
                              **common))
+        if runtime == 'onnxruntime':
+            onnx_common = dict(common, runtime='onnxruntime')
+            if swin:
+                cases.append(Case(model='swin-t', size=size, **onnx_common))
+            for arch in archs:
+                for mode in modes:
+                    cases.append(
+                        Case(size=size, arch=arch, mode=mode,
+                             **onnx_common))
     train_common = dict(common, batch=train_batch)
     for size in train_sizes:
         for with_cp in (False, 'selective', True):

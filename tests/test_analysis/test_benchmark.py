@@ -92,3 +92,34 @@ def test_rounds_interleave_the_cases_and_pool_their_runs(monkeypatch):
 def test_rounds_must_be_positive():
     with pytest.raises(ValueError, match='rounds'):
         benchmark.run_benchmark([Case()], rounds=0, log=lambda *args: None)
+
+
+def test_onnxruntime_rows_follow_the_eager_rows(tmp_path, monkeypatch):
+    pytest.importorskip('onnxruntime')
+    out = tmp_path / 'table.md'
+    monkeypatch.setattr(sys, 'argv', [
+        TOOL, '--archs', json.dumps(SMALL_ARCH), '--sizes', '40x56',
+        '--modes', 'cluster_size', '--impls', 'fast', '--no-swin',
+        '--runtime', 'onnxruntime', '--warmup', '0', '--repeats', '1',
+        '--out', str(out), '--plot', ''
+    ])
+    runpy.run_path(TOOL, run_name='__main__')
+    rows = [line for line in out.read_text().splitlines()
+            if line.startswith('| infer')]
+    assert len(rows) == 2
+    assert rows[0].split('|')[4].strip() == 'secvit-c cluster_size fast'
+    assert 'cluster_size fast onnxruntime' in rows[1]
+    assert 'failed' not in out.read_text()
+
+
+def test_build_cases_adds_onnxruntime_rows_per_size():
+    cases = build_cases(['small'], [(224, 224), (512, 512)],
+                        modes=['num_clusters'], impls=['fast'],
+                        runtime='onnxruntime')
+    assert [(c.model, c.size[0], c.runtime) for c in cases] == [
+        ('swin-t', 224, 'pytorch'), ('secvit', 224, 'pytorch'),
+        ('swin-t', 224, 'onnxruntime'), ('secvit', 224, 'onnxruntime'),
+        ('swin-t', 512, 'pytorch'), ('secvit', 512, 'pytorch'),
+        ('swin-t', 512, 'onnxruntime'), ('secvit', 512, 'onnxruntime')]
+    with pytest.raises(ValueError, match='runtime'):
+        build_cases(['small'], [(224, 224)], runtime='tensorrt')

@@ -10,6 +10,10 @@ Examples:
     python tools/analysis_tools/benchmark.py --archs s \
         --sizes 224x224 512x512 800x1333 --train-sizes 800x1333 \
         --out docs/benchmark_results.md --plot docs/benchmark.png
+    # The backbone in ONNX Runtime next to PyTorch eager (docs/deployment.md):
+    python tools/analysis_tools/benchmark.py --archs s --impls fast \
+        --runtime onnxruntime --sizes 224x224 512x512 800x1333 \
+        --out docs/onnx_benchmark_results.md --plot ''
     # All archs, fast attention only, on a GPU:
     python tools/analysis_tools/benchmark.py --device cuda --archs t s b l \
         --impls fast --repeats 20 --warmup 5
@@ -17,7 +21,7 @@ Examples:
 import argparse
 
 from mmsecvit.analysis.benchmark import (IMPLS, KEEP_HEAP_ENV, MODES,
-                                         build_cases, parse_size,
+                                         RUNTIMES, build_cases, parse_size,
                                          run_benchmark)
 from mmsecvit.engine.cli import (add_debug_argument, argument_type,
                                  parse_device, run_tool)
@@ -45,6 +49,11 @@ def parse_args(argv=None):
                         choices=MODES)
     parser.add_argument('--impls', nargs='+', default=list(IMPLS),
                         choices=IMPLS)
+    parser.add_argument(
+        '--runtime', default='pytorch', choices=RUNTIMES,
+        help='onnxruntime: also run the backbones exported to ONNX (static '
+        'shape per size) in ONNX Runtime on the CPU, next to the eager rows '
+        '(inference only)')
     parser.add_argument('--no-swin', action='store_true',
                         help="leave out mmdet's Swin-T")
     parser.add_argument('--batch', type=int, default=1)
@@ -83,6 +92,7 @@ def main(argv=None):
         swin=not args.no_swin,
         train_sizes=args.train_sizes,
         train_batch=args.train_batch,
+        runtime=args.runtime,
         batch=args.batch,
         device=args.device,
         threads=args.threads,
