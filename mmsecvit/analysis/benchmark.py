@@ -224,7 +224,8 @@ def run_onnxruntime_case(case: Case) -> Result:
                          'the fast attention only.')
     torch.manual_seed(0)
     result = Result(case)
-    model = build_backbone(case).eval()
+    model = build_backbone(case)
+    model.eval()  # not chained: mmdet's Swin returns None from train()
     x = torch.rand(case.batch, 3, *case.size)
     options = ort.SessionOptions()
     options.intra_op_num_threads = case.threads

@@ -114,10 +114,14 @@ def build_export_model(config: Union[str, Config],
             # would freeze them. An exported batch is one size anyway.
             module.crop_batch_padding = False
     if backbone_only:
-        return model.backbone.eval()
-    _check_tensor_forward(model)
-    # The exporter puts the module back into the mode it found it in.
-    return TensorForward(model).eval()
+        model = model.backbone
+    else:
+        _check_tensor_forward(model)
+        model = TensorForward(model)
+    # Not chained: mmdet's Swin returns None from train(). The exporter
+    # puts the module back into the mode it found it in, so eval it is.
+    model.eval()
+    return model
 
 
 def _check_tensor_forward(model: nn.Module) -> None:
@@ -205,14 +209,15 @@ def _explain_export_error(error: Exception, opset: int) -> str:
     message = str(error)
     unsupported = re.search(
         r"operator '([\w:.]+)'|export of operator ([\w:.]+)", message)
-    if unsupported and 'input size not accessible' in message:
-        return (f'The model cannot be exported: the operator '
+    if unsupported and 'adaptive' in message:
+        return (f'The model cannot be exported at this size: the operator '
                 f'{unsupported.group(2)} (e.g. the pyramid pooling of '
-                'UperNet/PSPNet) pools to a fixed output size, which torch '
-                'exports only when the size of its input is known while '
-                'exporting; behind SecViT it is computed inside the graph '
-                '(the token count sets the clusters), so it is not. Export '
-                'the backbone with --backbone-only (docs/deployment.md).')
+                'UperNet/PSPNet) becomes a fixed ONNX pooling only when the '
+                'size of its input is known at export time and a multiple '
+                'of every output size. Export without --dynamic, at a '
+                '--shape where the pooled map qualifies (UperNet: H/32 and '
+                'W/32 multiples of 6, e.g. --shape 576 576), or export the '
+                'backbone with --backbone-only (docs/deployment.md).')
     if unsupported:
         return (f'The model cannot be exported to ONNX: the operator '
                 f'{unsupported.group(1) or unsupported.group(2)} has no ONNX '

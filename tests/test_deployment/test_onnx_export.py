@@ -106,6 +106,17 @@ def test_retinanet_exports_whole_with_dynamic_size(tmp_path):
     assert all(check.passed for check in checks), checks
 
 
+def test_upernet_exports_at_a_fixed_size_its_pooling_divides(tmp_path):
+    config = small_config(tmp_path, 'upernet_secvit-s_demo-ade.py')
+    model = build_export_model(config)
+    path = str(tmp_path / 'upernet.onnx')
+    # The pyramid pooling (1, 2, 3, 6 cells) of the 1/32 map: 6x6 divides.
+    assert export_onnx(model, path, (192, 192), dynamic=False) == ['output']
+    assert verify_onnx(model, path, [(1, 192, 192)])[0].passed
+    with pytest.raises(ExportError, match='adaptive_avg_pool2d.*--dynamic'):
+        export_onnx(model, path, (192, 192), dynamic=True)
+
+
 def test_two_stage_detector_is_refused_naming_the_ops(tmp_path):
     config = small_config(tmp_path, 'mask-rcnn_secvit-s_fpn_demo-coco.py')
     with pytest.raises(ExportError, match='NMSop.*RoIAlign.*--backbone-only'):
