@@ -268,7 +268,7 @@ class Check:
 
     def __str__(self) -> str:
         verdict = 'ok' if self.passed else 'MISMATCH'
-        redraws = f', {self.redraws} input(s) redrawn for near-ties' \
+        redraws = f', after {self.redraws} input(s) on near-ties redrawn' \
             if self.redraws else ''
         return (f'batch {self.batch}, {self.size[0]}x{self.size[1]}: max '
                 f'abs diff {self.max_abs_diff:.2e} -> {verdict}{redraws}')
@@ -347,16 +347,17 @@ def verify_onnx(model: nn.Module,
     """Compare ONNX Runtime's outputs with PyTorch's.
 
     Every check draws a standard normal input (an image after the data
-    preprocessor); an input on which float32 rounding could move a token
-    across a cluster boundary (see :func:`near_tie`) is redrawn, up to
-    ``max_redraws`` times.
+    preprocessor). When the outputs differ beyond the tolerance on an input
+    where float32 rounding moves a token across a cluster boundary (see
+    :func:`near_tie`; checked only then, it costs a float64 forward), the
+    input is redrawn, up to ``max_redraws`` times.
 
     Args:
         model (nn.Module): The exported module.
         onnx_file (str): Its ONNX file.
         cases: (batch, height, width) of each check.
         rtol, atol (float): Tolerance, as :func:`numpy.allclose`.
-        max_redraws (int): Redraws per check before comparing anyway.
+        max_redraws (int): Redraws per check before reporting a mismatch.
         seed (int): Seed of the inputs.
 
     Returns:
@@ -367,23 +368,31 @@ def verify_onnx(model: nn.Module,
     checks = []
     for batch, h, w in cases:
         redraws = 0
-        x = torch.randn(batch, 3, h, w, generator=gen)
-        while redraws < max_redraws and near_tie(model, x):
-            redraws += 1
+        while True:
             x = torch.randn(batch, 3, h, w, generator=gen)
-        with torch.no_grad():
-            expected = _flatten(model(x))
-        actual = session.run(None, {'input': x.numpy()})
-        diff, passed = 0., len(actual) == len(expected)
-        for out, ref in zip(actual, expected):
-            ref = ref.numpy()
-            if out.shape != ref.shape:
-                diff, passed = float('inf'), False
+            diff, passed = _compare(model, session, x, rtol, atol)
+            if passed or redraws == max_redraws or not near_tie(model, x):
                 break
-            diff = max(diff, float(np.abs(out - ref).max(initial=0.)))
-            passed &= bool(np.allclose(out, ref, rtol=rtol, atol=atol))
+            redraws += 1
         checks.append(Check(batch, (h, w), diff, passed, redraws))
     return checks
+
+
+def _compare(model: nn.Module, session, x: torch.Tensor, rtol: float,
+             atol: float) -> Tuple[float, bool]:
+    """Largest absolute difference between ONNX Runtime's and PyTorch's
+    outputs for ``x``, and whether all are within the tolerance."""
+    with torch.no_grad():
+        expected = _flatten(model(x))
+    actual = session.run(None, {'input': x.numpy()})
+    diff, passed = 0., len(actual) == len(expected)
+    for out, ref in zip(actual, expected):
+        ref = ref.numpy()
+        if out.shape != ref.shape:
+            return float('inf'), False
+        diff = max(diff, float(np.abs(out - ref).max(initial=0.)))
+        passed &= bool(np.allclose(out, ref, rtol=rtol, atol=atol))
+    return diff, passed
 
 
 def _flatten(outs) -> List[torch.Tensor]:

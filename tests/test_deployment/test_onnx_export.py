@@ -80,6 +80,18 @@ def test_verification_catches_a_wrong_graph(tmp_path):
     assert not verify_onnx(model, path, [(1, 64, 64)])[0].passed
 
 
+def test_a_mismatch_on_a_near_tie_redraws_the_input(monkeypatch, tmp_path):
+    model = small_backbone('num_clusters')
+    path = str(tmp_path / 'secvit.onnx')
+    export_onnx(model, path, (32, 32), dynamic=False)
+    results = iter([(1.0, False), (1e-6, True)])
+    monkeypatch.setattr(onnx_export, '_compare', lambda *args: next(results))
+    monkeypatch.setattr(onnx_export, 'near_tie', lambda model, x: True)
+    check, = verify_onnx(model, path, [(1, 32, 32)])
+    assert check.passed and check.redraws == 1
+    assert 'near-ties redrawn' in str(check)
+
+
 def test_near_tie_compares_float32_and_float64_clusters(monkeypatch):
     model = small_backbone('num_clusters')
     x = torch.randn(1, 3, 32, 32)
