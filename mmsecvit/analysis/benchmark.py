@@ -23,6 +23,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from mmsecvit.deployment.onnx_export import export_onnx
 from mmsecvit.models import SecViT
 from mmsecvit.testing import (compare_with_reference_attention,
                               randomize_weights, use_reference_attention)
@@ -214,11 +216,7 @@ def run_onnxruntime_case(case: Case) -> Result:
     """Measure a case with the backbone exported to ONNX (at the case's
     size, batch and a static shape) and run by ONNX Runtime on the CPU.
     Peak memory is not measured (NaN)."""
-    import tempfile
-
-    import onnxruntime as ort
-
-    from mmsecvit.deployment.onnx_export import export_onnx
+    import onnxruntime as ort  # optional: requirements/optional.txt
     if case.task != 'infer' or case.device != 'cpu' or case.impl != 'fast':
         raise ValueError('The onnxruntime runtime measures CPU inference of '
                          'the fast attention only.')

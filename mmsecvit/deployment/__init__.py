@@ -1,3 +1,2 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-"""Export to deployment formats (ONNX). Imports models and engine, and is
-imported by nothing in the package but the analysis tools."""
+"""Export to deployment formats: :mod:`.onnx_export` (docs/deployment.md)."""

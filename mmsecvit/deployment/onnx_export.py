@@ -14,6 +14,7 @@ backbone alone. Its input is the batch after the data preprocessor
 (normalised, padded), of shape (B, 3, H, W).
 """
 import copy
+import importlib
 import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
@@ -25,13 +26,11 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner.checkpoint import load_state_dict
 
-from mmsecvit.engine.runtime import convert_sync_bn
 from mmsecvit.models import SecViT
 from mmsecvit.models.layers import record_cluster_assignments
 from mmsecvit.models.layers.sec_attention import (CLUSTER_MODES,
                                                   resolve_cluster_length)
-from mmsecvit.utils.checkpoint import load_checkpoint_file
-from mmsecvit.utils.tool_utils import register_codebase
+from mmsecvit.utils.fileio import load_checkpoint_file
 
 # LayerNormalization is an ONNX op from opset 17; SDPA's symbolic needs 14.
 OPSET = 17
@@ -100,9 +99,8 @@ def build_export_model(config: Union[str, Config],
         cfg.model.backbone.cluster_mode = cluster_mode
     # Weights come from ``weights`` or stay random: no ImageNet download.
     cfg.model.backbone.init_cfg = None
-    convert_sync_bn(cfg)
-    codebase = register_codebase(cfg)
-    init_default_scope(codebase)
+    _plain_batch_norm(cfg.model)
+    _register_codebase(cfg)
     model = MODELS.build(cfg.model)
     if weights is not None:
         checkpoint = load_checkpoint_file(weights)
@@ -122,6 +120,33 @@ def build_export_model(config: Union[str, Config],
     # puts the module back into the mode it found it in, so eval it is.
     model.eval()
     return model
+
+
+def _register_codebase(cfg: Config) -> None:
+    """Register the modules of the config's codebase and enter its
+    scope."""
+    scope = cfg.get('default_scope')
+    if scope not in ('mmdet', 'mmseg'):
+        raise ExportError(
+            f'The config has default_scope={scope!r}; the export takes mmdet '
+            'or mmseg configs (inherit their default_runtime.py, or set '
+            "default_scope = 'mmdet' or 'mmseg').")
+    importlib.import_module(f'{scope}.utils').register_all_modules(
+        init_default_scope=False)
+    init_default_scope(scope)
+
+
+def _plain_batch_norm(node) -> None:
+    """Make every SyncBN of a model config plain BN: the export runs on the
+    CPU in eval mode, where both normalise with the running statistics."""
+    if isinstance(node, dict):
+        if node.get('type') in ('SyncBN', 'MMSyncBN'):
+            node['type'] = 'BN'
+        for value in node.values():
+            _plain_batch_norm(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _plain_batch_norm(value)
 
 
 def _check_tensor_forward(model: nn.Module) -> None:

@@ -94,22 +94,12 @@ def test_rounds_must_be_positive():
         benchmark.run_benchmark([Case()], rounds=0, log=lambda *args: None)
 
 
-def test_onnxruntime_rows_follow_the_eager_rows(tmp_path, monkeypatch):
+def test_swin_runs_in_onnxruntime():
     pytest.importorskip('onnxruntime')
-    out = tmp_path / 'table.md'
-    monkeypatch.setattr(sys, 'argv', [
-        TOOL, '--archs', json.dumps(SMALL_ARCH), '--sizes', '40x56',
-        '--modes', 'cluster_size', '--impls', 'fast', '--no-swin',
-        '--runtime', 'onnxruntime', '--warmup', '0', '--repeats', '1',
-        '--out', str(out), '--plot', ''
-    ])
-    runpy.run_path(TOOL, run_name='__main__')
-    rows = [line for line in out.read_text().splitlines()
-            if line.startswith('| infer')]
-    assert len(rows) == 2
-    assert rows[0].split('|')[4].strip() == 'secvit-c cluster_size fast'
-    assert 'cluster_size fast onnxruntime' in rows[1]
-    assert 'failed' not in out.read_text()
+    result = benchmark.run_case(
+        Case(model='swin-t', size=(32, 32), runtime='onnxruntime',
+             warmup=0, repeats=1, threads=1))
+    assert len(result.times) == 1 and result.error is None
 
 
 def test_build_cases_adds_onnxruntime_rows_per_size():

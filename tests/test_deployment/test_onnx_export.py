@@ -14,7 +14,7 @@ from mmsecvit.deployment.onnx_export import (ExportError, build_export_model,
                                              export_onnx, near_tie,
                                              verification_inputs, verify_onnx)
 from mmsecvit.models import SecViT
-from mmsecvit.testing.weights import randomize_weights
+from mmsecvit.testing import TEST_ARCH, randomize_weights
 
 pytest.importorskip('onnxruntime')
 
@@ -22,15 +22,9 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(REPO_ROOT, 'tests', 'test_tools'))
 from conftest import small_config  # noqa: E402
 
-SMALL_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
-
 
 def small_backbone(mode):
-    model = SecViT(arch=SMALL_ARCH, cluster_mode=mode, cluster_size=20)
+    model = SecViT(arch=TEST_ARCH, cluster_mode=mode, cluster_size=20)
     return randomize_weights(model, seed=0).eval()
 
 

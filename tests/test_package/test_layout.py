@@ -19,6 +19,7 @@ FLOORS = {
     'mmsecvit.datasets': 2,
     'mmsecvit.testing': 3,
     'mmsecvit.visualization': 3,
+    'mmsecvit.deployment': 3,
     'mmsecvit.engine': 4,
     'mmsecvit.analysis': 4,
     'mmsecvit': 5,

@@ -6,6 +6,8 @@ import os.path as osp
 import runpy
 import sys
 
+import pytest
+
 from mmsecvit.testing import TEST_ARCH
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -32,3 +34,21 @@ def test_tool_writes_a_table_comparing_fast_and_reference(
     diff = float(rows[1].strip('| ').split('|')[-1])
     assert diff < 1e-4
     assert plot.stat().st_size > 0
+
+
+def test_onnxruntime_rows_follow_the_eager_rows(tmp_path, monkeypatch):
+    pytest.importorskip('onnxruntime')
+    out = tmp_path / 'table.md'
+    monkeypatch.setattr(sys, 'argv', [
+        TOOL, '--archs', json.dumps(TEST_ARCH), '--sizes', '40x56',
+        '--modes', 'cluster_size', '--impls', 'fast', '--no-swin',
+        '--runtime', 'onnxruntime', '--warmup', '0', '--repeats', '1',
+        '--out', str(out), '--plot', ''
+    ])
+    runpy.run_path(TOOL, run_name='__main__')
+    rows = [line for line in out.read_text().splitlines()
+            if line.startswith('| infer')]
+    assert len(rows) == 2
+    assert rows[0].split('|')[4].strip() == 'secvit-c cluster_size fast'
+    assert 'cluster_size fast onnxruntime' in rows[1]
+    assert 'failed' not in out.read_text()

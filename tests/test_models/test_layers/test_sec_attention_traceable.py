@@ -7,13 +7,7 @@ from mmsecvit.models import SecViT
 from mmsecvit.models.layers.sec_attention import (
     clustered_attention_packed, clustered_attention_traceable,
     resolve_cluster_length)
-from mmsecvit.testing.weights import randomize_weights
-
-SMALL_ARCH = dict(
-    embed_dims=[32, 64, 128, 256],
-    depths=[1, 1, 1, 1],
-    num_heads=[1, 2, 4, 8],
-    num_clusters=[4, 2, 2, -1])
+from mmsecvit.testing import TEST_ARCH, randomize_weights
 
 
 def random_qkv(num_tokens, seed=0):
@@ -50,7 +44,7 @@ def test_traceable_attention_rejects_an_unknown_mode():
 
 @pytest.mark.parametrize('mode', ['num_clusters', 'cluster_size'])
 def test_backbone_takes_the_same_values_on_the_export_path(monkeypatch, mode):
-    model = SecViT(arch=SMALL_ARCH, cluster_mode=mode, cluster_size=20)
+    model = SecViT(arch=TEST_ARCH, cluster_mode=mode, cluster_size=20)
     model = randomize_weights(model, seed=0).eval().double()
     # 52x44 gives 13x11 = 143 tokens in stage 0: no multiple of 4 or 20.
     x = torch.rand(2, 3, 52, 44, dtype=torch.float64)
