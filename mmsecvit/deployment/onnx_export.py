@@ -30,6 +30,7 @@ from mmsecvit.models import SecViT
 from mmsecvit.models.layers import record_cluster_assignments
 from mmsecvit.models.layers.sec_attention import (CLUSTER_MODES,
                                                   resolve_cluster_length)
+from mmsecvit.utils.errors import ConfigValueError, MMSecViTUserError
 from mmsecvit.utils.fileio import load_checkpoint_file
 
 # LayerNormalization is an ONNX op from opset 17; SDPA's symbolic needs 14.
@@ -40,7 +41,7 @@ RTOL = 1e-3
 ATOL = 1e-4
 
 
-class ExportError(RuntimeError):
+class ExportError(MMSecViTUserError, RuntimeError):
     """A model that cannot be exported, or an export that does not run in
     ONNX Runtime; the message names the operator and what to do."""
 
@@ -94,8 +95,8 @@ def build_export_model(config: Union[str, Config],
         cfg.merge_from_dict(cfg_options)
     if cluster_mode is not None:
         if cluster_mode not in CLUSTER_MODES:
-            raise ValueError(f'Unknown cluster_mode {cluster_mode!r}; use '
-                             f'one of {CLUSTER_MODES}.')
+            raise ConfigValueError(f'Unknown cluster_mode {cluster_mode!r}; '
+                                   f'use one of {CLUSTER_MODES}.')
         cfg.model.backbone.cluster_mode = cluster_mode
     # Weights come from ``weights`` or stay random: no ImageNet download.
     cfg.model.backbone.init_cfg = None
