@@ -27,13 +27,39 @@ def get_rng_states() -> dict:
     return states
 
 
+def _warn(message: str) -> None:
+    print_log(message, logger='current', level=logging.WARNING)
+
+
 def set_rng_states(states: dict) -> None:
-    """Inverse of :func:`get_rng_states`."""
+    """Inverse of :func:`get_rng_states`.
+
+    The states are restored from CPU byte tensors whatever device the
+    checkpoint was loaded to: MMEngine's ``Runner.resume`` maps a checkpoint
+    onto the GPU, and the torch generators refuse CUDA tensors. CUDA states
+    are restored per device, for the devices visible now; a warning says
+    which could not be restored.
+    """
     random.setstate(states['python'])
     np.random.set_state(states['numpy'])
-    torch.set_rng_state(states['torch'])
-    if 'cuda' in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states['cuda'])
+    torch.set_rng_state(states['torch'].cpu())
+    cuda_states = states.get('cuda')
+    if not cuda_states:
+        return
+    if not torch.cuda.is_available():
+        _warn(f'The checkpoint holds the CUDA RNG states of '
+              f'{len(cuda_states)} devices but CUDA is not available; they '
+              'are not restored.')
+        return
+    num_visible = torch.cuda.device_count()
+    for index, state in enumerate(cuda_states[:num_visible]):
+        torch.cuda.set_rng_state(state.cpu(), index)
+    if len(cuda_states) != num_visible:
+        _warn(f'The checkpoint holds the CUDA RNG states of '
+              f'{len(cuda_states)} devices and {num_visible} are visible; '
+              f'restored those of devices 0..'
+              f'{min(len(cuda_states), num_visible) - 1} only, random '
+              'operations on the GPU will differ from an uninterrupted run.')
 
 
 @HOOKS.register_module()
@@ -128,16 +154,11 @@ class ResumableCheckpointHook(CheckpointHook):
         states = checkpoint.get('meta', {}).get(RNG_STATES_KEY)
         rank, world_size = get_dist_info()
         if states is None:
-            print_log(
-                'The checkpoint holds no RNG states; random operations after '
-                'resuming will differ from an uninterrupted run.',
-                logger='current',
-                level=logging.WARNING)
+            _warn('The checkpoint holds no RNG states; random operations '
+                  'after resuming will differ from an uninterrupted run.')
         elif len(states) != world_size:
-            print_log(
-                f'The checkpoint holds RNG states of {len(states)} processes '
-                f'but {world_size} are running; RNG states are not restored.',
-                logger='current',
-                level=logging.WARNING)
+            _warn(f'The checkpoint holds RNG states of {len(states)} '
+                  f'processes but {world_size} are running; RNG states are '
+                  'not restored.')
         else:
             set_rng_states(states[rank])
