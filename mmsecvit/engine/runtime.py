@@ -68,7 +68,7 @@ def prepare_runtime(cfg: Config, launcher: str = 'none') -> Config:
             setup_cpu_distributed(cfg)
     if not cuda:
         convert_sync_bn(cfg)
-    select_amp(cfg, cuda)
+    select_amp(cfg, cuda, launcher)
     use_resumable_checkpointing(cfg)
     resolve_checkpoint_to_load(cfg)
     return cfg
@@ -157,9 +157,64 @@ def convert_sync_bn(cfg: Config) -> None:
             + ', '.join(paths), logging.WARNING)
 
 
-def select_amp(cfg: Config, cuda: bool) -> None:
+def local_cuda_device(launcher: str = 'none') -> int:
+    """Index of the CUDA device this process will train on.
+
+    The same choice as MMEngine's ``init_dist`` makes later
+    (``torch.cuda.set_device``): ``SLURM_LOCALID`` under Slurm, otherwise
+    ``LOCAL_RANK``. Found from the environment only, so that no CUDA context
+    is made on device 0 before the device is set.
+
+    Args:
+        launcher (str): The launcher given on the command line.
+
+    Returns:
+        int: The device index.
+    """
+    if launcher == 'slurm':
+        local_id = os.environ.get('SLURM_LOCALID')
+        if local_id is not None:
+            return int(local_id)
+        return int(os.environ['SLURM_PROCID']) % torch.cuda.device_count()
+    return int(os.environ.get('LOCAL_RANK', 0))
+
+
+def native_bf16(device: int) -> bool:
+    """Whether CUDA device ``device`` computes in bfloat16 natively.
+
+    ``torch.cuda.is_bf16_supported()`` is also True where bfloat16 is only
+    emulated (compute capability 7.x: V100, T4), where it is slow and
+    SDPA's fused kernels refuse it, and it asks the current device, which is
+    device 0 before ``set_device``. Native support means compute capability
+    8.0 or newer (Ampere); on ROCm every device torch supports has it.
+
+    Args:
+        device (int): CUDA device index.
+
+    Returns:
+        bool: True for native bfloat16.
+    """
+    if torch.version.hip:
+        return True
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
+def select_amp(cfg: Config, cuda: bool, launcher: str = 'none') -> None:
     """Pick the mixed precision that the machine supports for an
-    ``AmpOptimWrapper`` config."""
+    ``AmpOptimWrapper`` config.
+
+    bfloat16 on GPUs that compute in it natively, float16 with dynamic loss
+    scaling on older GPUs, bfloat16 autocast without loss scaling on the
+    CPU. A ``dtype`` set in the config is kept on GPU.
+
+    Args:
+        cfg (mmengine.Config): The full config, modified in place.
+        cuda (bool): Whether CUDA is available.
+        launcher (str): The launcher given on the command line; it tells
+            which device this process trains on (:func:`local_cuda_device`).
+            Defaults to 'none'.
+    """
     optim_wrapper = cfg.get('optim_wrapper')
     if not optim_wrapper or optim_wrapper.get('type') != 'AmpOptimWrapper':
         return
@@ -169,15 +224,18 @@ def select_amp(cfg: Config, cuda: bool) -> None:
             optim_wrapper.pop(key, None)
         _log('AMP without CUDA: bfloat16 autocast on the CPU '
              f'({BF16_CPU_OPTIM_WRAPPER}, no loss scaling)')
-    elif optim_wrapper.get('dtype') is None:
-        if torch.cuda.is_bf16_supported():
-            optim_wrapper['dtype'] = 'bfloat16'
-            _log('AMP: bfloat16 (supported by this GPU)')
-        else:
-            optim_wrapper['dtype'] = 'float16'
-            optim_wrapper.setdefault('loss_scale', 'dynamic')
-            _log('AMP: float16 with dynamic loss scaling (no bfloat16 on '
-                 'this GPU)')
+        return
+    if optim_wrapper.get('dtype') is not None:
+        return
+    device = local_cuda_device(launcher)
+    if native_bf16(device):
+        optim_wrapper['dtype'] = 'bfloat16'
+        _log(f'AMP: bfloat16 (native on cuda:{device})')
+    else:
+        optim_wrapper['dtype'] = 'float16'
+        optim_wrapper.setdefault('loss_scale', 'dynamic')
+        _log(f'AMP: float16 with dynamic loss scaling (cuda:{device} has '
+             'no native bfloat16)')
 
 
 def use_resumable_checkpointing(cfg: Config) -> None:

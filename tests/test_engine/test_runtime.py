@@ -41,14 +41,61 @@ def test_amp_without_cuda_uses_bfloat16_autocast_wrapper():
         optimizer=dict(type='SGD', lr=0.1))
 
 
-def test_amp_on_gpu_picks_bf16_or_fp16_with_loss_scaling(monkeypatch):
-    for bf16, expected in ((True, dict(dtype='bfloat16')),
-                           (False, dict(dtype='float16',
-                                        loss_scale='dynamic'))):
-        monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: bf16)
-        cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper')))
-        select_amp(cfg, cuda=True)
-        assert cfg.optim_wrapper == dict(type='AmpOptimWrapper', **expected)
+def _fake_gpus(monkeypatch, capabilities):
+    """Pretend CUDA devices with these compute capabilities. Asking for the
+    current device, or torch's bf16 check (True under emulation on 7.x),
+    fails the test: before ``set_device`` both mean device 0."""
+
+    def untouchable(*args, **kwargs):
+        raise AssertionError('the current CUDA device was queried')
+
+    monkeypatch.setattr(torch.version, 'hip', None)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, 'get_device_capability',
+                        lambda device: capabilities[device])
+    monkeypatch.setattr(torch.cuda, 'current_device', untouchable)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported',
+                        lambda including_emulation=True: including_emulation)
+
+
+@pytest.mark.parametrize('capability, expected', [
+    ((7, 0), dict(dtype='float16', loss_scale='dynamic')),
+    ((7, 5), dict(dtype='float16', loss_scale='dynamic')),
+    ((8, 0), dict(dtype='bfloat16')),
+    ((9, 0), dict(dtype='bfloat16')),
+])
+def test_amp_on_gpu_picks_bf16_only_where_it_is_native(
+        monkeypatch, capability, expected):
+    _fake_gpus(monkeypatch, [capability])
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper')))
+    select_amp(cfg, cuda=True, launcher='pytorch')
+    assert cfg.optim_wrapper == dict(type='AmpOptimWrapper', **expected)
+
+
+@pytest.mark.parametrize('launcher, env', [
+    ('pytorch', dict(LOCAL_RANK='1')),
+    ('slurm', dict(SLURM_LOCALID='1', SLURM_PROCID='5')),
+    ('slurm', dict(SLURM_PROCID='3')),  # 3 % 2 devices
+])
+def test_amp_asks_the_device_of_this_process(monkeypatch, launcher, env):
+    _fake_gpus(monkeypatch, [(7, 0), (8, 0)])
+    for name in ('LOCAL_RANK', 'SLURM_LOCALID', 'SLURM_PROCID'):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper')))
+    select_amp(cfg, cuda=True, launcher=launcher)
+    assert cfg.optim_wrapper.dtype == 'bfloat16'
+
+
+def test_amp_keeps_the_dtype_of_the_config(monkeypatch):
+    _fake_gpus(monkeypatch, [(7, 0)])
+    cfg = Config(
+        dict(optim_wrapper=dict(type='AmpOptimWrapper', dtype='bfloat16')))
+    select_amp(cfg, cuda=True)
+    assert cfg.optim_wrapper == dict(type='AmpOptimWrapper', dtype='bfloat16')
 
 
 def test_checkpoint_hook_and_epoch_loop_become_resumable():
