@@ -6,13 +6,14 @@ from .optim_wrappers import BF16AutocastOptimWrapper
 from .optimizers import LayerDecayOptimWrapperConstructor
 from .preflight import (DatasetNotFoundError, PretrainedNotFoundError,
                         check_dataset_paths, check_pretrained_paths)
-from .runtime import prepare_runtime, shutdown_distributed
+from .runtime import (abort_distributed, prepare_runtime,
+                      shutdown_distributed)
 
 __all__ = [
     'BF16AutocastOptimWrapper', 'ClusterVisHook', 'DatasetNotFoundError',
     'DeviceAwareDistributedDataParallel',
     'LayerDecayOptimWrapperConstructor', 'PretrainedNotFoundError',
     'ResumableCheckpointHook', 'ResumableEpochBasedTrainLoop',
-    'check_dataset_paths', 'check_pretrained_paths', 'prepare_runtime',
-    'shutdown_distributed'
+    'abort_distributed', 'check_dataset_paths', 'check_pretrained_paths',
+    'prepare_runtime', 'shutdown_distributed'
 ]

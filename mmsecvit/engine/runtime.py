@@ -11,6 +11,8 @@ import logging
 import os
 import os.path as osp
 import re
+import sys
+import time
 from datetime import timedelta
 
 import torch
@@ -27,6 +29,12 @@ EPOCH_LOOP = 'mmsecvit.ResumableEpochBasedTrainLoop'
 BF16_CPU_OPTIM_WRAPPER = 'mmsecvit.BF16AutocastOptimWrapper'
 _SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm', 'TorchSyncBN')
 _CHECKPOINT_NAME = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
+# Keys in the process group's store: ranks that reached a clean exit, ranks
+# that failed.
+_EXIT_ARRIVED_KEY = 'mmsecvit/exit/arrived'
+_EXIT_FAILED_KEY = 'mmsecvit/exit/failed'
+#: Seconds a rank that finished waits for the others before it leaves.
+EXIT_TIMEOUT = 300.
 
 
 def _log(message: str, level: int = logging.INFO) -> None:
@@ -41,7 +49,8 @@ def prepare_runtime(cfg: Config, launcher: str = 'none') -> Config:
       model is wrapped by :class:`DeviceAwareDistributedDataParallel`.
     - Distributed launch: the process group is destroyed at exit
       (:func:`shutdown_distributed`), so that no rank aborts while the
-      interpreter shuts down.
+      interpreter shuts down; after an uncaught exception it is aborted
+      instead (:func:`abort_distributed`), so that no rank waits for it.
     - Without CUDA, SyncBN in ``cfg.model`` becomes BN (with a warning).
     - ``AmpOptimWrapper``: bfloat16 where supported, fp16 with dynamic loss
       scaling otherwise; on CPU :class:`BF16AutocastOptimWrapper`.
@@ -62,8 +71,8 @@ def prepare_runtime(cfg: Config, launcher: str = 'none') -> Config:
         # Registered before any process group exists (MMEngine's Runner
         # makes it on GPU), run at exit while the interpreter is still whole;
         # once per process however often the runtime is prepared.
-        atexit.unregister(shutdown_distributed)
-        atexit.register(shutdown_distributed)
+        atexit.unregister(_shutdown_at_exit)
+        atexit.register(_shutdown_at_exit)
         if not cuda:
             setup_cpu_distributed(cfg)
     if not cuda:
@@ -109,7 +118,8 @@ def setup_cpu_distributed(cfg: Config) -> None:
          f'{cfg.model_wrapper_cfg.type}')
 
 
-def shutdown_distributed(barrier: bool = False) -> None:
+def shutdown_distributed(barrier: bool = False,
+                         timeout: float = EXIT_TIMEOUT) -> None:
     """Destroy the default process group, if this process has one.
 
     A process that exits with its process group alive can abort during
@@ -118,20 +128,83 @@ def shutdown_distributed(barrier: bool = False) -> None:
     ("terminate called without an active exception", SIGABRT; see
     pytorch/pytorch#179291). ``torch.distributed.run`` then reports a
     finished run as failed and stops the other ranks. The tools call this
-    after a run and :func:`prepare_runtime` registers it with ``atexit`` for
+    after a run and :func:`prepare_runtime` registers the exit handler for
     every other way out.
 
     Args:
         barrier (bool): Wait for every rank first, so that no rank tears
             its group down while another one still talks to it. Only for a
-            run that ended normally: after an error the other ranks may
-            never arrive. Defaults to False.
+            run that ended normally. The wait goes through the process
+            group's store, not a collective: it ends as soon as a rank
+            announces a failure (:func:`abort_distributed`) or after
+            ``timeout`` seconds, where a collective barrier on NCCL would
+            wait for a dead rank until the group's timeout (30 minutes in
+            MMEngine). Defaults to False.
+        timeout (float): The most seconds to wait for the other ranks.
     """
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return
-    if barrier:
-        torch_dist.barrier()
+    if barrier and torch_dist.get_world_size() > 1:
+        _wait_for_all_ranks(timeout)
     torch_dist.destroy_process_group()
+
+
+def abort_distributed() -> None:
+    """Leave the process group at once after an error.
+
+    Announces the failure to the ranks waiting in
+    :func:`shutdown_distributed` and tears the group down without waiting:
+    NCCL is aborted (a graceful destroy waits for collectives that the other
+    ranks will never join), gloo is destroyed. The ranks still inside a
+    collective are stopped by the launcher (``torch.distributed.run``,
+    ``srun --kill-on-bad-exit=1``) when this process exits with an error.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    try:
+        _exit_store().add(_EXIT_FAILED_KEY, 1)
+    except Exception:  # the store's host (rank 0) may be gone already
+        pass
+    if torch_dist.get_backend() == 'nccl':
+        torch_dist.distributed_c10d._abort_process_group()
+    else:
+        torch_dist.destroy_process_group()
+
+
+def _exit_store():
+    return torch_dist.distributed_c10d._get_default_store()
+
+
+def _wait_for_all_ranks(timeout: float) -> None:
+    """Count this rank in at the exit; return when every rank has, when one
+    failed, or after ``timeout`` seconds."""
+    store = _exit_store()
+    world_size = torch_dist.get_world_size()
+    deadline = time.monotonic() + timeout
+    try:
+        store.add(_EXIT_ARRIVED_KEY, 1)
+        while store.add(_EXIT_ARRIVED_KEY, 0) < world_size:
+            if store.add(_EXIT_FAILED_KEY, 0) > 0:
+                _log('another rank failed; leaving without waiting for it',
+                     logging.WARNING)
+                return
+            if time.monotonic() > deadline:
+                _log(f'not every rank finished within {timeout:.0f} s; '
+                     'leaving without them', logging.WARNING)
+                return
+            time.sleep(0.05)
+    except Exception:
+        # The store lives on rank 0, which leaves once everyone arrived.
+        pass
+
+
+def _shutdown_at_exit() -> None:
+    """The exit handler: abort after an uncaught exception (the interpreter
+    keeps it in ``sys.last_value``), shut down quietly otherwise."""
+    if getattr(sys, 'last_value', None) is not None:
+        abort_distributed()
+    else:
+        shutdown_distributed()
 
 
 def convert_sync_bn(cfg: Config) -> None:

@@ -184,3 +184,88 @@ def test_shutdown_without_a_process_group_does_nothing():
     assert not dist.is_initialized()
     shutdown_distributed(barrier=True)
     assert not dist.is_initialized()
+
+
+# Two ranks where one fails while the other has already finished and waits
+# for it at the exit. NCCL's barrier would wait for the failed rank until the
+# group's timeout (30 minutes); gloo notices the closed connection, so the
+# barrier is made to wait like NCCL's.
+_FAILING_RANK_SCRIPT = """
+import sys
+import time
+
+import torch.distributed as dist
+from mmengine.config import Config
+
+from mmsecvit.engine import prepare_runtime, shutdown_distributed
+
+
+def nccl_like_barrier(*args, **kwargs):
+    time.sleep(3600)
+
+
+dist.barrier = nccl_like_barrier
+prepare_runtime(Config(dict(model=dict(type='Toy'))), launcher='pytorch')
+rank = dist.get_rank()
+if rank == int(sys.argv[1]):
+    time.sleep(float(sys.argv[2]))
+    raise RuntimeError(f'rank {rank} failed')
+time.sleep(rank * float(sys.argv[3]))
+print(f'rank {rank} arrives at', time.time(), flush=True)
+shutdown_distributed(barrier=True)
+print(f'rank {rank} leaves at', time.time(), flush=True)
+"""
+
+
+def _run_two_ranks(*args, timeout=120):
+    from test_distributed_resume import _free_port
+    port = str(_free_port())
+    processes = [
+        subprocess.Popen(
+            [sys.executable, '-c', _FAILING_RANK_SCRIPT, *map(str, args)],
+            env=dict(
+                os.environ,
+                RANK=str(rank),
+                LOCAL_RANK=str(rank),
+                WORLD_SIZE='2',
+                MASTER_ADDR='127.0.0.1',
+                MASTER_PORT=port,
+                OMP_NUM_THREADS='1'),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True) for rank in range(2)
+    ]
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=timeout)[0])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return [p.returncode for p in processes], outputs
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU path')
+def test_a_failed_rank_does_not_keep_the_others_at_the_exit():
+    # Rank 1 fails 3 s after rank 0 reached the exit.
+    returncodes, outputs = _run_two_ranks(1, 3, 0)
+    assert returncodes == [0, 1], outputs
+    assert 'RuntimeError: rank 1 failed' in outputs[1]
+    assert 'another rank failed; leaving without waiting' in outputs[0]
+    assert 'rank 0 leaves at' in outputs[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU path')
+def test_a_clean_exit_waits_for_every_rank():
+    # No rank fails (-1); rank 1 reaches the exit 3 s after rank 0.
+    returncodes, outputs = _run_two_ranks(-1, 0, 3)
+    assert returncodes == [0, 0], outputs
+
+    def time_of(event, output):
+        (line, ) = [line for line in output.splitlines() if event in line]
+        return float(line.split()[-1])
+
+    assert time_of('rank 0 leaves at', outputs[0]) >= time_of(
+        'rank 1 arrives at', outputs[1])
