@@ -13,8 +13,10 @@ from mmsecvit.engine.cli import (add_cfg_options_argument, add_debug_argument,
 from mmsecvit.engine.preflight import (check_dataset_paths,
                                        check_pretrained_paths)
 from mmsecvit.engine.tool_config import (build_runner, enable_amp,
-                                         enable_auto_scale_lr, load_config,
-                                         register_codebase, set_resume)
+                                         enable_auto_scale_lr,
+                                         enable_preemption, load_config,
+                                         register_codebase,
+                                         resume_after_requeue, set_resume)
 
 
 def parse_args():
@@ -39,6 +41,11 @@ def parse_args():
         action='store_true',
         help='scale the learning rate by the total batch size, relative to '
         "the config's auto_scale_lr.base_batch_size")
+    parser.add_argument(
+        '--no-preemption',
+        action='store_true',
+        help='do not stop with a checkpoint on SIGTERM/SIGUSR1 (nor requeue '
+        'the Slurm job on SIGUSR1); see docs/distributed.md')
     add_cfg_options_argument(parser)
     add_launcher_arguments(parser)
     add_debug_argument(parser)
@@ -58,7 +65,9 @@ def main():
         enable_amp(cfg)
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg)
-    set_resume(cfg, args.resume)
+    if not args.no_preemption:
+        enable_preemption(cfg)
+    set_resume(cfg, resume_after_requeue(args.resume))
 
     runner = build_runner(cfg, args.launcher)
     runner.train()

@@ -39,11 +39,35 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     no image is decoded), in the same order since the sampler's shuffle
     depends only on the seed and the epoch.
 
+    A hook that sets ``stop_training`` during an iteration (e.g.
+    :class:`~mmsecvit.engine.PreemptionHook`) stops the loop after that
+    iteration, in the middle of the epoch, without the epoch's end hooks
+    and validation; MMEngine's loop would finish the epoch first.
+
     It takes the arguments of :class:`~mmengine.runner.EpochBasedTrainLoop`.
     """
 
-    def run_epoch(self) -> None:
-        """Iterate the rest of the current epoch."""
+    def run(self) -> torch.nn.Module:
+        """Launch training."""
+        self.runner.call_hook('before_train')
+        while self._epoch < self._max_epochs and not self.stop_training:
+            if not self.run_epoch():
+                break
+            self._decide_current_val_interval()
+            if (self.runner.val_loop is not None
+                    and self._epoch >= self.val_begin
+                    and (self._epoch % self.val_interval == 0
+                         or self._epoch == self._max_epochs)):
+                self.runner.val_loop.run()
+        self.runner.call_hook('after_train')
+        return self.runner.model
+
+    def run_epoch(self) -> bool:
+        """Iterate the rest of the current epoch.
+
+        Returns:
+            bool: False when training was stopped before the epoch's end.
+        """
         self.runner.call_hook('before_train_epoch')
         self.runner.model.train()
         num_done = self._iter - self._epoch * len(self.dataloader)
@@ -53,8 +77,11 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
             num_done, batches = 0, self.dataloader
         for idx, data_batch in enumerate(batches, start=num_done):
             self.run_iter(idx, data_batch)
+            if self.stop_training:
+                return False
         self.runner.call_hook('after_train_epoch')
         self._epoch += 1
+        return True
 
     def _batches_after(self, num_done: int):
         """An iterator over the current epoch's batches after the first

@@ -6,12 +6,15 @@ behaviour (scope detection, ``--amp``, ``--resume``, ``--tta`` ...) is tested
 here rather than through subprocesses. The behaviour follows mmdet's and
 mmseg's own tools.
 """
+import logging
+import os
 import os.path as osp
 import warnings
 from copy import deepcopy
 from typing import Optional
 
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -184,6 +187,57 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
                 'checkpoint, or `--resume` alone to resume from the last '
                 'checkpoint in the work dir.')
         cfg.load_from = resume
+
+
+def resume_after_requeue(resume: Optional[str]) -> Optional[str]:
+    """``--resume`` for a Slurm job that was requeued.
+
+    Slurm sets ``SLURM_RESTART_COUNT`` in a job that runs again after a
+    requeue (e.g. by :class:`~mmsecvit.engine.PreemptionHook`); such a job
+    resumes from the newest checkpoint in its work dir unless the command
+    line says otherwise.
+
+    Args:
+        resume (str, optional): ``--resume`` as given.
+
+    Returns:
+        str | None: ``resume``, or 'auto' in a requeued job without it.
+    """
+    if resume is None and int(os.environ.get('SLURM_RESTART_COUNT', 0)) > 0:
+        print_log(
+            f'Slurm job restarted {os.environ["SLURM_RESTART_COUNT"]} '
+            'time(s): resuming from the latest checkpoint.',
+            logger='current')
+        return 'auto'
+    return resume
+
+
+def _type_name(hook) -> str:
+    return str(hook.get('type', '')).rpartition('.')[2]
+
+
+def enable_preemption(cfg: Config) -> None:
+    """Add :class:`~mmsecvit.engine.PreemptionHook` (checkpoint and stop on
+    SIGTERM/SIGUSR1, requeue on Slurm) unless the config has one.
+
+    The hook saves through the checkpoint hook that ``prepare_runtime``
+    makes of MMEngine's; a config with another checkpoint hook, or none,
+    trains without it (with a warning).
+    """
+    custom_hooks = cfg.get('custom_hooks') or []
+    if any(_type_name(hook) == 'PreemptionHook' for hook in custom_hooks):
+        return
+    checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    if _type_name(checkpoint) not in ('CheckpointHook',
+                                      'ResumableCheckpointHook'):
+        print_log(
+            'No stop with a checkpoint on SIGTERM/SIGUSR1: it needs '
+            "default_hooks.checkpoint of type 'CheckpointHook', the config "
+            f"has {checkpoint.get('type')!r}.",
+            logger='current',
+            level=logging.WARNING)
+        return
+    cfg.custom_hooks = [*custom_hooks, dict(type='mmsecvit.PreemptionHook')]
 
 
 def enable_visualization(cfg: Config,

@@ -30,8 +30,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _launch(work_dir, *args):
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
+def _launch(work_dir, *args, **extra_env):
+    env = dict(
+        os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1', **extra_env)
     command = [
         sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
         '2', '--master_addr', '127.0.0.1', '--master_port',
@@ -105,6 +106,54 @@ def test_killed_run_resumes_to_the_uninterrupted_state(
         assert got['lr'] == pytest.approx(want['lr'])
         # After resuming, exactly the batches not trained on yet.
         assert got['seen'] == want['seen'][8 * 2:]
+
+
+@pytest.mark.parametrize('signal_name, requeue', [('SIGUSR1', True),
+                                                  ('SIGTERM', False)])
+def test_signalled_run_stops_after_the_iteration_and_resumes_exactly(
+        uninterrupted, tmp_path, signal_name, requeue):
+    _, expected = uninterrupted
+    requeue_log = tmp_path / 'requeued'
+    # The signal reaches rank 1 alone at the start of iteration 8 (0-based),
+    # the third of the second epoch; checkpoints are due every 4 iterations.
+    # Both ranks stop after iteration 8, with the checkpoint iter_9.pth.
+    stopped = _launch(
+        tmp_path,
+        '--preemptible',
+        '--preempt-at',
+        '8',
+        '--preempt-rank',
+        '1',
+        '--preempt-signal',
+        signal_name,
+        '--requeue-log',
+        str(requeue_log),
+        SLURM_JOB_ID='4242')
+    assert stopped.returncode == 0, stopped.stdout[-3000:]
+    # Rank 0 logs; it stopped for rank 1's signal.
+    assert ('Stop requested (another rank): training stops after iteration '
+            f'9 with checkpoint {tmp_path / "iter_9.pth"}') in stopped.stdout
+    with open(tmp_path / 'last_checkpoint') as f:
+        assert f.read() == str(tmp_path / 'iter_9.pth')
+    assert load_checkpoint_file(tmp_path / 'iter_9.pth')['meta']['iter'] == 9
+    assert not (tmp_path / 'iter_12.pth').exists()
+    # Requeued (by rank 0) only after SIGUSR1, the time-limit warning.
+    if requeue:
+        assert requeue_log.read_text() == '4242'
+    else:
+        assert not requeue_log.exists()
+    for report in _reports(tmp_path):
+        assert len(report['seen']) == 9 * 2
+
+    resumed = _launch(tmp_path, '--resume')
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert 'Resuming epoch 2 after 3 of its 6 iterations' in resumed.stdout
+    reports = _reports(tmp_path)
+    assert reports[0]['buffers'] == expected[0]['buffers']
+    for got, want in zip(reports, expected):
+        assert got['params'] == want['params']
+        assert got['lr'] == pytest.approx(want['lr'])
+        assert got['seen'] == want['seen'][9 * 2:]
 
 
 def test_amp_on_cpu_trains_in_bfloat16_with_two_processes(tmp_path):

@@ -5,7 +5,11 @@
 Launch with ``python -m torch.distributed.run --nproc_per_node 2
 toy_train.py WORK_DIR --launcher pytorch``. ``--die-at-iter N`` kills the
 process group with SIGKILL in the middle of iteration N (after its forward
-pass), like a node failure. At the end every rank writes
+pass), like a node failure. ``--preemptible`` adds the PreemptionHook as
+``tools/train.py`` does, ``--preempt-at N`` sends ``--preempt-signal`` to rank
+``--preempt-rank`` at the start of iteration N, and ``--requeue-log FILE``
+makes the requeue command write the job id to FILE instead of calling
+``scontrol``. At the end every rank writes
 ``rank{r}.json`` with hashes of its parameters and buffers, the sample
 indices it trained on and the final learning rate.
 """
@@ -15,6 +19,7 @@ import json
 import os
 import os.path as osp
 import signal
+import sys
 
 import torch
 import torch.nn as nn
@@ -27,6 +32,7 @@ from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 from mmsecvit.engine import prepare_runtime
+from mmsecvit.engine.tool_config import enable_preemption
 
 
 @MODELS.register_module(force=True)
@@ -77,12 +83,41 @@ class DieAtIterHook(Hook):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+@HOOKS.register_module(force=True)
+class SignalAtIterHook(Hook):
+    """Send ``signal_name`` to this process at the start of iteration
+    ``iteration`` (0-based) on rank ``rank``, as a scheduler would."""
+
+    def __init__(self, iteration, rank, signal_name):
+        self.iteration = iteration
+        self.rank = rank
+        self.signal_name = signal_name
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter == self.iteration and get_rank() == self.rank:
+            os.kill(os.getpid(), signal.Signals[self.signal_name])
+
+
 def digest(named_tensors):
     hasher = hashlib.sha256()
     for name, tensor in sorted(named_tensors):
         hasher.update(name.encode())
         hasher.update(tensor.detach().cpu().numpy().tobytes())
     return hasher.hexdigest()
+
+
+def custom_hooks(args):
+    hooks = []
+    if args.die_at is not None:
+        hooks.append(dict(type='DieAtIterHook', iteration=args.die_at))
+    if args.preempt_at is not None:
+        hooks.append(
+            dict(
+                type='SignalAtIterHook',
+                iteration=args.preempt_at,
+                rank=args.preempt_rank,
+                signal_name=args.preempt_signal))
+    return hooks
 
 
 def toy_config(work_dir, args):
@@ -111,8 +146,7 @@ def toy_config(work_dir, args):
                     interval=args.checkpoint_interval,
                     max_keep_ckpts=2),
                 logger=dict(type='LoggerHook', interval=1)),
-            custom_hooks=[dict(type='DieAtIterHook', iteration=args.die_at)]
-            if args.die_at is not None else [],
+            custom_hooks=custom_hooks(args),
             randomness=dict(seed=0, deterministic=True),
             env_cfg=dict(dist_cfg=dict(backend='nccl')),
             resume=args.resume,
@@ -129,8 +163,22 @@ def main():
     parser.add_argument('--max-epochs', type=int, default=2)
     parser.add_argument('--checkpoint-interval', type=int, default=4)
     parser.add_argument('--die-at', type=int, default=None)
+    parser.add_argument('--preemptible', action='store_true')
+    parser.add_argument('--preempt-at', type=int, default=None)
+    parser.add_argument('--preempt-rank', type=int, default=0)
+    parser.add_argument('--preempt-signal', default='SIGTERM')
+    parser.add_argument('--requeue-log', default=None)
     args = parser.parse_args()
-    cfg = prepare_runtime(toy_config(args.work_dir, args), args.launcher)
+    cfg = toy_config(args.work_dir, args)
+    if args.preemptible:
+        enable_preemption(cfg)
+    if args.requeue_log:
+        cfg.custom_hooks[-1]['requeue_command'] = [
+            sys.executable, '-c',
+            'import sys; open(sys.argv[1], "w").write(sys.argv[2])',
+            args.requeue_log, '{job_id}'
+        ]
+    cfg = prepare_runtime(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()
     model = runner.model.module if hasattr(runner.model,

@@ -104,26 +104,52 @@ class ResumableCheckpointHook(CheckpointHook):
         meta[RNG_STATES_KEY] = all_gather_object(get_rng_states())
 
         outdated_step = self._track_kept_step(runner, step)
-        ckpt_filename = self.filename_tmpl.format(step)
-        self.last_ckpt = self.file_backend.join_path(self.out_dir,
-                                                     ckpt_filename)
+        self._save(runner, self.filename_tmpl.format(step), meta,
+                   self.by_epoch)
+        if is_main_process() and outdated_step is not None:
+            self._remove_checkpoint(outdated_step)
+
+    def save_iteration_checkpoint(self, runner) -> str:
+        """Save a checkpoint of the training iteration that just ended,
+        whatever the interval, e.g. before the job is stopped.
+
+        It is named ``iter_{N}.pth`` like the checkpoints of
+        ``by_epoch=False``, so that resuming continues in the middle of the
+        epoch, and it is not counted in ``max_keep_ckpts``. Call it on every
+        rank, from ``after_train_iter``.
+
+        Args:
+            runner (Runner): The runner.
+
+        Returns:
+            str: Path of the checkpoint; nothing is written when the
+            interval saved this iteration already.
+        """
+        filename = f'iter_{runner.iter + 1}.pth'
+        path = self.file_backend.join_path(self.out_dir, filename)
+        if self.last_ckpt != path:
+            meta = {RNG_STATES_KEY: all_gather_object(get_rng_states())}
+            self._save(runner, filename, meta, by_epoch=False)
+        return path
+
+    def _save(self, runner, filename: str, meta: dict,
+              by_epoch: bool) -> None:
+        """Save atomically, then point ``last_checkpoint`` at the file."""
+        self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         runner.save_checkpoint(
             self.out_dir,
-            ckpt_filename,
+            filename,
             self.file_client_args,
             save_optimizer=self.save_optimizer,
             save_param_scheduler=self.save_param_scheduler,
             meta=meta,
-            by_epoch=self.by_epoch,
+            by_epoch=by_epoch,
             backend_args=self.backend_args,
             **self.args)
-        if not is_main_process():
-            return
-        atomic_write_text(self.last_ckpt,
-                          osp.join(runner.work_dir, 'last_checkpoint'))
-        if outdated_step is not None:
-            self._remove_checkpoint(outdated_step)
+        if is_main_process():
+            atomic_write_text(self.last_ckpt,
+                              osp.join(runner.work_dir, 'last_checkpoint'))
 
     def _track_kept_step(self, runner, step):
         """Record ``step`` among the kept checkpoints; return the step whose
