@@ -23,7 +23,10 @@
 #   MMSECVIT_TORCH_INDEX_URL index to get torch from, e.g.
 #                            https://download.pytorch.org/whl/cpu
 #   FORCE_CUDA=1             build mmcv's CUDA ops on a machine without a
-#                            visible GPU (needs nvcc matching torch's CUDA).
+#                            visible GPU (needs nvcc matching torch's CUDA
+#                            and TORCH_CUDA_ARCH_LIST).
+#   TORCH_CUDA_ARCH_LIST     compute capabilities to build the CUDA ops for,
+#                            e.g. '8.0;9.0' (default: the visible GPUs').
 #   MAX_JOBS                 parallel compile jobs for mmcv (default: nproc).
 set -euo pipefail
 
@@ -43,7 +46,7 @@ WITH_TESTS=0
 for arg in "$@"; do
     case "$arg" in
         --tests) WITH_TESTS=1 ;;
-        -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "install.sh: unknown argument '$arg' (expected --tests)" >&2; exit 2 ;;
     esac
 done
@@ -148,6 +151,18 @@ log "torch: $TORCH_VERSION (CUDA: $TORCH_CUDA)"
 # Nothing below may replace this torch.
 echo "torch==$TORCH_VERSION" >>"$CONSTRAINTS"
 
+# mmcv needs CUDA ops where torch has CUDA and a GPU is visible (or
+# FORCE_CUDA=1), built for these architectures; empty for CPU ops.
+# shellcheck source=tools/install_cuda.sh
+source "$REPO_ROOT/tools/install_cuda.sh"
+mapfile -t GPU_CAPABILITIES < <(visible_cuda_capabilities)
+CUDA_ARCH_LIST="$(cuda_arch_list_for_mmcv "$TORCH_CUDA" \
+    "${GPU_CAPABILITIES[@]+"${GPU_CAPABILITIES[@]}"}")" || exit 1
+if [[ -n "$CUDA_ARCH_LIST" ]]; then
+    export TORCH_CUDA_ARCH_LIST="$CUDA_ARCH_LIST"
+    log "mmcv: CUDA ops needed, for compute capabilities $CUDA_ARCH_LIST"
+fi
+
 # 3. mmengine (pure python) and the small packages mmcv needs at run time.
 missing="$(unmet "mmengine>=0.10.0,<1.0.0")"
 if [[ -n "$missing" ]]; then log "mmengine: installing $MMENGINE_PIN"; pip_install -c "$CONSTRAINTS" "$MMENGINE_PIN"
@@ -156,18 +171,28 @@ ensure "mmcv dependencies" numpy addict packaging Pillow pyyaml yapf opencv-pyth
 
 # 4. mmcv with its compiled ops. 'import mmcv' alone is not enough: a build
 #    without ops (or one bound to another torch) imports fine and fails later.
+#    Where CUDA ops are needed, a CPU-only build (from a cache, or built on a
+#    node without GPU) must fail here too: the ops also run on CUDA tensors
+#    when a GPU is visible.
 mmcv_works() {
-    "$PYTHON" - "$MMCV_VERSION" <<'PY' >/dev/null 2>&1
+    "$PYTHON" - "$MMCV_VERSION" "${CUDA_ARCH_LIST:+cuda}" <<'PY' >/dev/null 2>&1
 import sys
 
 import mmcv
 import torch
-from mmcv.ops import RoIAlign, nms
+from mmcv.ops import RoIAlign, get_compiling_cuda_version, nms
 
 assert mmcv.__version__ == sys.argv[1], mmcv.__version__
-boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]])
-nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
-RoIAlign((2, 2), 1.0)(torch.rand(1, 1, 8, 8), torch.tensor([[0., 0., 0., 4., 4.]]))
+devices = ['cpu']
+if sys.argv[2] == 'cuda':
+    assert get_compiling_cuda_version() != 'not available', 'no CUDA ops'
+    if torch.cuda.is_available():
+        devices.append('cuda')
+for device in devices:
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]], device=device)
+    nms(boxes, torch.tensor([0.9, 0.8], device=device), 0.5)
+    RoIAlign((2, 2), 1.0)(torch.rand(1, 1, 8, 8, device=device),
+                          torch.tensor([[0., 0., 0., 4., 4.]], device=device))
 PY
 }
 
@@ -191,15 +216,7 @@ build_mmcv() {
     local cache="$1" build_log="$1/mmcv-build.log"
     local jobs="${MAX_JOBS:-$(nproc 2>/dev/null || echo 2)}"
     local cuda_note="CPU ops"
-    if [[ "$TORCH_CUDA" != cpu ]]; then
-        if "$PYTHON" -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1 \
-                || [[ "${FORCE_CUDA:-0}" == 1 ]]; then
-            cuda_note="CUDA $TORCH_CUDA ops"
-        else
-            log "mmcv: WARNING torch is a CUDA $TORCH_CUDA build but no GPU is visible;"
-            log "      set FORCE_CUDA=1 (with nvcc installed) to compile the CUDA ops too."
-        fi
-    fi
+    [[ -z "$CUDA_ARCH_LIST" ]] || cuda_note="CUDA $TORCH_CUDA ops for $CUDA_ARCH_LIST"
     log "mmcv: building mmcv==$MMCV_VERSION from source with $cuda_note, $jobs jobs."
     log "mmcv: this takes ~10-21 minutes on 2 cores (once: the wheel is cached in $cache)."
     mkdir -p "$cache"
@@ -231,9 +248,11 @@ build_mmcv() {
 if mmcv_works; then
     log "mmcv: $MMCV_VERSION with working ops already installed"
 else
-    # The wheel a build leaves behind is only valid for this python + torch.
+    # The wheel a build leaves behind is only valid for this python + torch
+    # (+ CUDA version and architectures for CUDA ops).
     PY_TAG="$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-    CACHE="${MMSECVIT_CACHE_DIR:-$HOME/.cache/mmsecvit/wheels}/mmcv-$MMCV_VERSION-$PY_TAG-torch$TORCH_VERSION"
+    CACHE="$(mmcv_cache_dir "${MMSECVIT_CACHE_DIR:-$HOME/.cache/mmsecvit/wheels}" \
+        "$MMCV_VERSION" "$PY_TAG" "$TORCH_VERSION" "$TORCH_CUDA" "$CUDA_ARCH_LIST")"
     sources=()
     if [[ "${MMSECVIT_WHEELHOUSE:-}" != none ]]; then
         [[ -n "${MMSECVIT_WHEELHOUSE:-}" ]] && sources+=("$MMSECVIT_WHEELHOUSE")
