@@ -163,10 +163,13 @@ def abort_distributed() -> None:
         return
     try:
         _exit_store().add(_EXIT_FAILED_KEY, 1)
-    except Exception:  # the store's host (rank 0) may be gone already
+    except RuntimeError:  # the store's host (rank 0) may be gone already
         pass
-    if torch_dist.get_backend() == 'nccl':
-        torch_dist.distributed_c10d._abort_process_group()
+    # Private, the only abort torch has, and missing in older releases.
+    abort = getattr(torch_dist.distributed_c10d, '_abort_process_group',
+                    None)
+    if torch_dist.get_backend() == 'nccl' and abort is not None:
+        abort()
     else:
         torch_dist.destroy_process_group()
 
@@ -192,9 +195,10 @@ def _wait_for_all_ranks(timeout: float) -> None:
                 _log(f'not every rank finished within {timeout:.0f} s; '
                      'leaving without them', logging.WARNING)
                 return
-            time.sleep(0.05)
-    except Exception:
-        # The store lives on rank 0, which leaves once everyone arrived.
+            time.sleep(0.1)
+    except RuntimeError:
+        # The store's errors (DistStoreError, DistNetworkError): its host,
+        # rank 0, leaves once everyone arrived.
         pass
 
 
