@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 import threading
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from mmengine.dist import all_reduce, is_main_process
@@ -105,7 +105,7 @@ class PreemptionHook(Hook):
                 f'requeue_signals {sorted(s.name for s in unknown)} are not '
                 f'in signals {[s.name for s in self.signals]}; add them.')
         self.requeue_command = list(requeue_command)
-        self._received: Optional[signal.Signals] = None
+        self._received: List[signal.Signals] = []
         self._previous_handlers = {}
         self._checkpoint_hook: Optional[ResumableCheckpointHook] = None
 
@@ -135,14 +135,14 @@ class PreemptionHook(Hook):
                 logger='current',
                 level=logging.WARNING)
             return
-        self._received = None
+        self._received = []
         for number in self.signals:
             self._previous_handlers[number] = signal.signal(
                 number, self._on_signal)
 
     def _on_signal(self, number, frame) -> None:
         # Runs between two bytecodes of the main thread: only take note.
-        self._received = signal.Signals(number)
+        self._received.append(signal.Signals(number))
 
     def after_train_iter(self,
                          runner,
@@ -150,14 +150,16 @@ class PreemptionHook(Hook):
                          data_batch=None,
                          outputs=None) -> None:
         decision = _GO_ON
-        if self._received is not None:
-            decision = (_STOP_AND_REQUEUE if self._received
-                        in self.requeue_signals else _STOP)
+        if self._received:
+            decision = _STOP
+        if set(self._received) & set(self.requeue_signals):
+            decision = _STOP_AND_REQUEUE
         decision = self._agree(decision)
         if decision == _GO_ON:
             return
         path = self._checkpoint_hook.save_iteration_checkpoint(runner)
-        cause = self._received.name if self._received else 'another rank'
+        cause = ', '.join(dict.fromkeys(
+            number.name for number in self._received)) or 'another rank'
         runner.logger.warning(
             f'Stop requested ({cause}): training stops after iteration '
             f'{runner.iter + 1} with checkpoint {path}.')

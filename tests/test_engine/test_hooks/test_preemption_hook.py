@@ -2,10 +2,12 @@
 """PreemptionHook's arguments, checks and Slurm helpers. Stopping and
 resuming two gloo ranks is tested in test_distributed_resume.py."""
 import signal
+import sys
 from types import SimpleNamespace
 
 import pytest
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
 from mmsecvit.engine import PreemptionHook, ResumableCheckpointHook
@@ -55,7 +57,7 @@ def test_installs_its_handlers_for_training_only():
     hook.before_train(runner)
     try:
         signal.raise_signal(signal.SIGUSR2)  # would end the process
-        assert hook._received == signal.SIGUSR2
+        assert hook._received == [signal.SIGUSR2]
     finally:
         hook.after_train(runner)
     assert signal.getsignal(signal.SIGUSR2) == before
@@ -104,3 +106,44 @@ def test_enable_preemption_leaves_other_checkpoint_hooks_alone():
         dict(default_hooks=dict(checkpoint=dict(type='MyCheckpointHook'))))
     enable_preemption(cfg)
     assert not cfg.get('custom_hooks')
+
+
+class _Saver:
+
+    def __init__(self):
+        self.saved = []
+
+    def save_iteration_checkpoint(self, runner):
+        self.saved.append(runner.iter + 1)
+        return f'iter_{runner.iter + 1}.pth'
+
+
+def _stopping_runner():
+    return SimpleNamespace(
+        iter=4,
+        logger=MMLogger.get_current_instance(),
+        train_loop=SimpleNamespace(stop_training=False))
+
+
+@pytest.mark.parametrize('received, requeued', [
+    ([], None),
+    ([signal.SIGTERM], None),
+    ([signal.SIGUSR1], '77'),
+    ([signal.SIGUSR1, signal.SIGTERM], '77'),  # time limit, then the kill
+])
+def test_after_the_iteration_checkpoints_stops_and_requeues(
+        monkeypatch, tmp_path, received, requeued):
+    monkeypatch.setenv('SLURM_JOB_ID', '77')
+    log = tmp_path / 'requeued'
+    hook = PreemptionHook(requeue_command=[
+        sys.executable, '-c',
+        'import sys; open(sys.argv[1], "w").write(sys.argv[2])',
+        str(log), '{job_id}'
+    ])
+    hook._checkpoint_hook = _Saver()
+    hook._received = list(received)
+    runner = _stopping_runner()
+    hook.after_train_iter(runner, batch_idx=4)
+    assert runner.train_loop.stop_training == bool(received)
+    assert hook._checkpoint_hook.saved == ([5] if received else [])
+    assert (log.read_text() if log.exists() else None) == requeued
