@@ -29,6 +29,7 @@ from mmengine.config import DictAction
 
 from mmsecvit.utils.errors import (ConfigValueError, MMSecViTUserError,
                                    UnsupportedEnvironmentError)
+from .runtime import announce_failure
 
 #: Set to 1 (or pass ``--debug``) to see the traceback of user errors.
 DEBUG_ENV = 'MMSECVIT_DEBUG'
@@ -246,5 +247,7 @@ def exit_on_user_error(error: MMSecViTUserError) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     if torch_dist.is_available() and torch_dist.is_initialized():
+        # os._exit skips the exit handler that would announce it.
+        announce_failure()
         os._exit(USER_ERROR_EXIT_CODE)
     sys.exit(USER_ERROR_EXIT_CODE)

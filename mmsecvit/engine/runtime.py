@@ -161,10 +161,7 @@ def abort_distributed() -> None:
     """
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return
-    try:
-        _exit_store().add(_EXIT_FAILED_KEY, 1)
-    except RuntimeError:  # the store's host (rank 0) may be gone already
-        pass
+    announce_failure()
     # Private, the only abort torch has, and missing in older releases.
     abort = getattr(torch_dist.distributed_c10d, '_abort_process_group',
                     None)
@@ -172,6 +169,18 @@ def abort_distributed() -> None:
         abort()
     else:
         torch_dist.destroy_process_group()
+
+
+def announce_failure() -> None:
+    """Tell the ranks waiting in :func:`shutdown_distributed` that this rank
+    failed, so that they leave without it. Does nothing without a process
+    group."""
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    try:
+        _exit_store().add(_EXIT_FAILED_KEY, 1)
+    except RuntimeError:  # the store's host (rank 0) may be gone already
+        pass
 
 
 def _exit_store():

@@ -198,10 +198,18 @@ import torch.distributed as dist
 from mmengine.config import Config
 
 from mmsecvit.engine import prepare_runtime, shutdown_distributed
+from mmsecvit.engine.cli import run_tool
+from mmsecvit.utils.errors import ConfigValueError
 
 
 def nccl_like_barrier(*args, **kwargs):
     time.sleep(3600)
+
+
+def fail(rank):
+    if sys.argv[4:] == ['user']:  # stopped by run_tool with os._exit
+        raise ConfigValueError(f'rank {rank} failed')
+    raise RuntimeError(f'rank {rank} failed')
 
 
 dist.barrier = nccl_like_barrier
@@ -209,7 +217,7 @@ prepare_runtime(Config(dict(model=dict(type='Toy'))), launcher='pytorch')
 rank = dist.get_rank()
 if rank == int(sys.argv[1]):
     time.sleep(float(sys.argv[2]))
-    raise RuntimeError(f'rank {rank} failed')
+    run_tool(fail, rank)
 time.sleep(rank * float(sys.argv[3]))
 print(f'rank {rank} arrives at', time.time(), flush=True)
 shutdown_distributed(barrier=True)
@@ -248,11 +256,14 @@ def _run_two_ranks(*args, timeout=120):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU path')
-def test_a_failed_rank_does_not_keep_the_others_at_the_exit():
+@pytest.mark.parametrize('error, returncode', [('crash', 1), ('user', 2)])
+def test_a_failed_rank_does_not_keep_the_others_at_the_exit(
+        error, returncode):
     # Rank 1 fails 3 s after rank 0 reached the exit.
-    returncodes, outputs = _run_two_ranks(1, 3, 0)
-    assert returncodes == [0, 1], outputs
-    assert 'RuntimeError: rank 1 failed' in outputs[1]
+    returncodes, outputs = _run_two_ranks(1, 3, 0, error)
+    assert returncodes == [0, returncode], outputs
+    if error == 'crash':
+        assert 'RuntimeError: rank 1 failed' in outputs[1]
     assert 'another rank failed; leaving without waiting' in outputs[0]
     assert 'rank 0 leaves at' in outputs[0]
 
