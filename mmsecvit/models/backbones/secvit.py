@@ -9,6 +9,7 @@ load without conversion.
 import ast
 import copy
 import json
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -344,6 +345,11 @@ class SecViT(BaseModule):
             checkpoint=PATH)`` loads an authors' ImageNet checkpoint (or an
             mmsecvit / mmdet / mmseg one); None initialises as the authors
             do. Defaults to None.
+        pretrained (str, optional): Deprecated, use ``init_cfg``: a
+            checkpoint path, turned into ``dict(type='Pretrained',
+            checkpoint=pretrained)`` as mmdet's and mmseg's own backbones
+            do. It exists because mmseg's ``EncoderDecoder`` passes a
+            config's ``model.pretrained`` here. Defaults to None.
 
     Examples:
         >>> import torch
@@ -411,8 +417,10 @@ class SecViT(BaseModule):
                  crop_batch_padding: bool = False,
                  pad_value: float = 0.,
                  checkpoint_key: str = 'model',
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
+                 init_cfg: Optional[dict] = None,
+                 pretrained: Optional[str] = None) -> None:
+        super().__init__(
+            init_cfg=self._init_cfg_of_pretrained(pretrained, init_cfg))
         arch = self._parse_arch(arch)
         self.arch_settings = arch
         self.embed_dims = list(arch['embed_dims'])
@@ -508,6 +516,28 @@ class SecViT(BaseModule):
                     f'arch[{key!r}] must have {self.num_stages} '
                     f'values, got {list(arch[key])}.')
         return copy.deepcopy(dict(arch))
+
+    @staticmethod
+    def _init_cfg_of_pretrained(pretrained: Optional[str],
+                                init_cfg: Optional[dict]) -> Optional[dict]:
+        """``init_cfg``, or the one the deprecated ``pretrained`` stands
+        for."""
+        if pretrained is None:
+            return init_cfg
+        if not isinstance(pretrained, str):
+            raise TypeError('SecViT: pretrained must be a checkpoint path '
+                            f'(str) or None, got {type(pretrained).__name__}')
+        if init_cfg is not None:
+            raise ValueError(
+                'SecViT got both pretrained and init_cfg: keep only '
+                "init_cfg=dict(type='Pretrained', checkpoint=...). mmseg "
+                "passes a config's model.pretrained to the backbone: set "
+                'model.pretrained=None in the config.')
+        warnings.warn(
+            'SecViT: pretrained is deprecated, use '
+            f"init_cfg=dict(type='Pretrained', checkpoint={pretrained!r})",
+            DeprecationWarning)
+        return dict(type='Pretrained', checkpoint=pretrained)
 
     def _parse_out_indices(self, out_indices: Sequence[int]) -> List[int]:
         if isinstance(out_indices, int):

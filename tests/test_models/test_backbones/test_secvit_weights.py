@@ -166,3 +166,29 @@ def test_converter_refuses_a_file_of_no_known_arch(tmp_path):
     assert result.returncode != 0
     assert 'does not hold the weights of any SecViT arch' in result.stderr
     assert not (tmp_path / 'out.pth').exists()
+
+
+def test_deprecated_pretrained_loads_as_init_cfg_does(official_checkpoint):
+    with pytest.warns(DeprecationWarning, match='init_cfg'):
+        model = SecViT(
+            arch=copy.deepcopy(SMALL_ARCH), pretrained=str(official_checkpoint))
+    assert model.init_cfg == dict(
+        type='Pretrained', checkpoint=str(official_checkpoint))
+    model.init_weights()
+    reference = pretrained(official_checkpoint)
+    reference.init_weights()
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+
+
+def test_pretrained_and_init_cfg_together_are_refused(official_checkpoint):
+    with pytest.raises(ValueError, match='model.pretrained=None'):
+        SecViT(
+            arch=copy.deepcopy(SMALL_ARCH),
+            pretrained=str(official_checkpoint),
+            init_cfg=dict(type='Pretrained', checkpoint='other.pth'))
+
+
+def test_pretrained_must_be_a_path():
+    with pytest.raises(TypeError, match='pretrained must be a checkpoint'):
+        SecViT(arch=copy.deepcopy(SMALL_ARCH), pretrained=True)
