@@ -7,9 +7,11 @@ from glob import glob
 
 import pytest
 import torch
+import torch.nn as nn
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmsecvit.datasets.demo import DEMO_COCO_CLASSES
 from mmsecvit.testing import TEST_ARCH
@@ -33,7 +35,7 @@ def expected_setup(name):
     data_root, processes, images per process)."""
     arch = ARCH_OF_NAME[re.search(r'secvit[-_]([tsb])', name).group(1)]
     demo = name.startswith('demo')
-    if 'upernet' in name:
+    if re.search(r'ade20k|demo-ade', name):
         root = ('data/demo/ade/ADEChallengeData2016'
                 if demo else 'data/ade/ADEChallengeData2016')
         library, dataset = 'mmseg', 'ADE20KDataset'
@@ -73,6 +75,12 @@ def test_all_promised_configs_exist():
             f'mask_rcnn/mask-rcnn_secvit-{arch}_fpn_ms-3x_coco.py',
             f'retinanet/retinanet_secvit-{arch}_fpn_1x_coco.py',
             f'upernet/upernet_secvit-{arch}_8xb2-160k_ade20k-512x512.py',
+            f'cascade_rcnn/cascade-mask-rcnn_secvit-{arch}_fpn_1x_coco.py',
+            f'cascade_rcnn/cascade-mask-rcnn_secvit-{arch}_fpn_ms-3x_coco.py',
+            f'sem_fpn/fpn_secvit-{arch}_8xb2-80k_ade20k-512x512.py',
+            f'mask2former/mask2former_secvit-{arch}_8xb2-lsj-50e_coco.py',
+            f'mask2former/mask2former_secvit-{arch}_8xb2-160k_ade20k-512x512.py',
+            f'dino/dino-4scale_secvit-{arch}_8xb2-12e_coco.py',
         }
     promised |= {
         'demo/mask-rcnn_secvit-s_fpn_demo-coco.py',
@@ -86,8 +94,8 @@ def test_all_promised_configs_exist():
 def test_config_describes_its_run(name):
     arch, library, dataset, root, gpus, per_gpu = expected_setup(name)
     cfg = load(name)
-    assert cfg.custom_imports == dict(
-        imports=['mmsecvit'], allow_failed_imports=False)
+    assert 'mmsecvit' in cfg.custom_imports.imports
+    assert cfg.custom_imports.allow_failed_imports is False
     assert cfg.default_scope == library
     backbone = cfg.model.backbone
     assert backbone.type == 'mmsecvit.SecViT'
@@ -108,9 +116,9 @@ def test_config_describes_its_run(name):
 
 def neck_channels(cfg):
     """The input channels the neck or heads of a config expect."""
-    if 'neck' in cfg.model:
-        return list(cfg.model.neck.in_channels)
-    return list(cfg.model.decode_head.in_channels)
+    for part in ('neck', 'panoptic_head', 'decode_head'):
+        if part in cfg.model:
+            return list(cfg.model[part].in_channels)
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -137,10 +145,15 @@ def test_model_and_optimizer_wrapper_build(name):
     }
     params = dict(model.named_parameters())
     assert len(wd) == sum(p.requires_grad for p in params.values())
-    assert wd[id(params['backbone.layers.1.blocks.0.norm1.norm.weight'])] == 0
-    assert wd[id(params['backbone.layers.1.blocks.0.attn.qkv.bias'])] == 0
-    assert wd[id(params['backbone.layers.1.blocks.0.attn.qkv.weight'])] == \
-        base_wd
+    # mmdet's DINO decays everything; Mask2Former (as mmdet's/mmseg's Swin
+    # ones) spares the norms only; the other families spare biases too.
+    norm_wd, bias_wd = dict(
+        dino=(base_wd, base_wd), mask2former=(0, base_wd)).get(
+            name.split('/')[0], (0, 0))
+    block = 'backbone.layers.1.blocks.0'
+    assert wd[id(params[f'{block}.norm1.norm.weight'])] == norm_wd
+    assert wd[id(params[f'{block}.attn.qkv.bias'])] == bias_wd
+    assert wd[id(params[f'{block}.attn.qkv.weight'])] == base_wd
 
 
 # A forward of each family at full size, the B arch for its other widths.
@@ -183,6 +196,70 @@ def test_real_schedules_follow_the_paper():
     assert [s.type for s in upernet.param_scheduler] == ['LinearLR', 'PolyLR']
     assert upernet.param_scheduler[0].end == 1500
     assert upernet.model.auxiliary_head.in_index == 2
+
+
+def test_new_families_follow_their_sources():
+    for arch in 'tsb':
+        cascade = load(f'cascade_rcnn/cascade-mask-rcnn_secvit-{arch}_fpn_'
+                       'ms-3x_coco.py')
+        heads = cascade.model.roi_head.bbox_head
+        assert [h.type for h in heads] == ['Shared4Conv1FCBBoxHead'] * 3
+        assert {h.loss_bbox.type for h in heads} == {'GIoULoss'}
+        assert cascade.train_cfg.max_epochs == 36
+        assert cascade.param_scheduler[1].milestones == [27, 33]
+        fpn = load(f'sem_fpn/fpn_secvit-{arch}_8xb2-80k_ade20k-512x512.py')
+        assert fpn.model.pretrained is None
+        assert fpn.model.backbone.drop_path_rate is None  # the arch's
+        assert fpn.optim_wrapper.optimizer.lr == 1e-4  # RMT's
+        assert fpn.optim_wrapper.optimizer.weight_decay == 1e-4
+        assert fpn.train_cfg.max_iters == 80000
+        dino = load(f'dino/dino-4scale_secvit-{arch}_8xb2-12e_coco.py')
+        assert dino.model.backbone.out_indices == (1, 2, 3)
+        assert dino.model.neck.type == 'ChannelMapper'
+        assert dino.model.neck.num_outs == 4
+        assert dino.train_cfg.max_epochs == 12
+    m2f = load('mask2former/mask2former_secvit-s_8xb2-lsj-50e_coco.py')
+    assert m2f.train_cfg.max_iters == 368750
+    assert m2f.optim_wrapper.clip_grad.max_norm == 0.01
+
+
+@pytest.mark.parametrize('name', [
+    'mask2former/mask2former_secvit-t_8xb2-lsj-50e_coco.py',
+    'mask2former/mask2former_secvit-b_8xb2-lsj-50e_coco.py',
+    'mask2former/mask2former_secvit-s_8xb2-160k_ade20k-512x512.py',
+])
+def test_mask2former_backbone_lr_and_norm_decay_as_swin_configs(name):
+    """Every backbone parameter at 0.1 x lr; norm layers and layer scales
+    without weight decay, everything else (biases too) with it."""
+    _, library, *_ = expected_setup(name)
+    cfg = load(name)
+    model = build_model(cfg, library)
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    groups = {
+        id(group['params'][0]): group
+        for group in optim_wrapper.optimizer.param_groups
+    }
+    base_lr = cfg.optim_wrapper.optimizer.lr
+    base_wd = cfg.optim_wrapper.optimizer.weight_decay
+    norms = {
+        f'backbone.{name}.{param}'
+        for name, module in model.backbone.named_modules()
+        if isinstance(module, (nn.LayerNorm, _BatchNorm))
+        for param in ('weight', 'bias')
+    }
+    assert len(norms) > 4 * len(cfg.model.backbone.out_indices)
+    layer_scales = 0
+    for name, param in model.named_parameters():
+        if not name.startswith('backbone.'):
+            continue
+        group = groups[id(param)]
+        assert group['lr'] == pytest.approx(0.1 * base_lr), name
+        no_decay = name in norms or '.gamma_' in name
+        layer_scales += '.gamma_' in name
+        assert group['weight_decay'] == (0 if no_decay else base_wd), name
+    assert layer_scales == ('secvit-b' in cfg.filename) * 2 * (26 + 8)
+    query_embed = getattr(model, 'panoptic_head', None) or model.decode_head
+    assert groups[id(query_embed.query_embed.weight)]['weight_decay'] == 0
 
 
 def test_entry_config_is_the_s_1x_mask_rcnn():

@@ -49,6 +49,70 @@ model = dict(
     auxiliary_head=dict(in_channels=128, channels=16))
 train_cfg = dict(max_iters=2, val_interval=2)
 """,
+    # Narrower box heads and fewer RoIs: the 4-conv heads of three cascade
+    # stages on 512 RoIs per image are most of the time otherwise.
+    'cascade-mask-rcnn_secvit-s_fpn_demo-coco.py': f"""
+model = dict(
+    backbone=dict(arch={SMALL_ARCH}),
+    neck=dict(in_channels={SMALL_CHANNELS}),
+    roi_head=dict(bbox_head=[
+        dict(head, conv_out_channels=32, fc_out_channels=64)
+        for head in _base_.model.roi_head.bbox_head
+    ]),
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=200, max_per_img=100),
+        rcnn=[
+            dict(stage, sampler=dict(stage.sampler, num=32))
+            for stage in _base_.model.train_cfg.rcnn
+        ]),
+    test_cfg=dict(
+        rpn=dict(nms_pre=200, max_per_img=50),
+        rcnn=dict(max_per_img=20)))
+train_cfg = dict(max_epochs=1, val_interval=1)
+""",
+    'fpn_secvit-s_demo-ade.py': f"""
+model = dict(
+    backbone=dict(arch={SMALL_ARCH}),
+    neck=dict(in_channels={SMALL_CHANNELS}, out_channels=32),
+    decode_head=dict(in_channels=[32] * 4, channels=32))
+train_cfg = dict(max_iters=2, val_interval=2)
+""",
+    # Mask2Former and DINO: fewer queries, transformer layers and sampled
+    # mask points (their widths stay those of the real configs).
+    'mask2former_secvit-s_demo-ade.py': f"""
+model = dict(
+    backbone=dict(arch={SMALL_ARCH}),
+    decode_head=dict(
+        in_channels={SMALL_CHANNELS},
+        num_queries=10,
+        pixel_decoder=dict(encoder=dict(num_layers=1)),
+        transformer_decoder=dict(num_layers=3)),
+    train_cfg=dict(num_points=256))
+train_cfg = dict(max_iters=2, val_interval=2)
+""",
+    'mask2former_secvit-s_demo-coco.py': f"""
+model = dict(
+    backbone=dict(arch={SMALL_ARCH}),
+    panoptic_head=dict(
+        in_channels={SMALL_CHANNELS},
+        num_queries=10,
+        pixel_decoder=dict(encoder=dict(num_layers=1)),
+        transformer_decoder=dict(num_layers=3)),
+    train_cfg=dict(num_points=256),
+    test_cfg=dict(max_per_image=10))
+train_cfg = dict(max_iters=2, val_interval=2)
+""",
+    'dino-4scale_secvit-s_demo-coco.py': f"""
+model = dict(
+    backbone=dict(arch={SMALL_ARCH}),
+    neck=dict(in_channels=[64, 128, 256]),  # out_indices (1, 2, 3)
+    num_queries=20,
+    encoder=dict(num_layers=1),
+    decoder=dict(num_layers=1),
+    dn_cfg=dict(group_cfg=dict(num_dn_queries=20)),
+    test_cfg=dict(max_per_img=20))
+train_cfg = dict(max_epochs=1, val_interval=1)
+""",
 }
 
 

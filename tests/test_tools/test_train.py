@@ -30,6 +30,12 @@ def built_runners(monkeypatch):
      ('coco/bbox_mAP', 'coco/segm_mAP')),
     ('retinanet_secvit-s_fpn_demo-coco.py', ('coco/bbox_mAP', )),
     ('upernet_secvit-s_demo-ade.py', ('mIoU', )),
+    ('cascade-mask-rcnn_secvit-s_fpn_demo-coco.py',
+     ('coco/bbox_mAP', 'coco/segm_mAP')),
+    ('fpn_secvit-s_demo-ade.py', ('mIoU', )),
+    ('mask2former_secvit-s_demo-ade.py', ('mIoU', )),
+    ('mask2former_secvit-s_demo-coco.py', ('coco/bbox_mAP', 'coco/segm_mAP')),
+    ('dino-4scale_secvit-s_demo-coco.py', ('coco/bbox_mAP', )),
 ])
 def test_train_runs_and_evaluates_demo_config(demo_config, metric_keys,
                                               demo_workspace, built_runners,

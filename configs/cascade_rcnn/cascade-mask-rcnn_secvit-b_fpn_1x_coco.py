@@ -1,0 +1,5 @@
+_base_ = './cascade-mask-rcnn_secvit-s_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(_base_.secvit.base.backbone, with_cp='selective'),
+    neck=dict(in_channels=_base_.secvit.base.channels))
