@@ -30,3 +30,12 @@ optim_wrapper = dict(
             for key in _base_.secvit_norm_keys
         },
         norm_decay_mult=0.0))
+
+# mmdet's instance config keeps the panoptic base's seg folder in
+# data_prefix; CocoDataset does not read it, but tools/train.py's data check
+# would ask for panoptic annotations.
+train_dataloader = dict(
+    dataset=dict(data_prefix=dict(_delete_=True, img='train2017/')))
+val_dataloader = dict(
+    dataset=dict(data_prefix=dict(_delete_=True, img='val2017/')))
+test_dataloader = val_dataloader

@@ -79,13 +79,19 @@ def test_all_promised_configs_exist():
             f'cascade_rcnn/cascade-mask-rcnn_secvit-{arch}_fpn_ms-3x_coco.py',
             f'sem_fpn/fpn_secvit-{arch}_8xb2-80k_ade20k-512x512.py',
             f'mask2former/mask2former_secvit-{arch}_8xb2-lsj-50e_coco.py',
-            f'mask2former/mask2former_secvit-{arch}_8xb2-160k_ade20k-512x512.py',
+            f'mask2former/mask2former_secvit-{arch}_8xb2-160k_'
+            'ade20k-512x512.py',
             f'dino/dino-4scale_secvit-{arch}_8xb2-12e_coco.py',
         }
     promised |= {
         'demo/mask-rcnn_secvit-s_fpn_demo-coco.py',
         'demo/retinanet_secvit-s_fpn_demo-coco.py',
         'demo/upernet_secvit-s_demo-ade.py',
+        'demo/cascade-mask-rcnn_secvit-s_fpn_demo-coco.py',
+        'demo/fpn_secvit-s_demo-ade.py',
+        'demo/mask2former_secvit-s_demo-ade.py',
+        'demo/mask2former_secvit-s_demo-coco.py',
+        'demo/dino-4scale_secvit-s_demo-coco.py',
     }
     assert promised <= set(CONFIGS)
 
@@ -147,9 +153,12 @@ def test_model_and_optimizer_wrapper_build(name):
     assert len(wd) == sum(p.requires_grad for p in params.values())
     # mmdet's DINO decays everything; Mask2Former (as mmdet's/mmseg's Swin
     # ones) spares the norms only; the other families spare biases too.
-    norm_wd, bias_wd = dict(
-        dino=(base_wd, base_wd), mask2former=(0, base_wd)).get(
-            name.split('/')[0], (0, 0))
+    if 'dino' in name:
+        norm_wd, bias_wd = base_wd, base_wd
+    elif 'mask2former' in name:
+        norm_wd, bias_wd = 0, base_wd
+    else:
+        norm_wd, bias_wd = 0, 0
     block = 'backbone.layers.1.blocks.0'
     assert wd[id(params[f'{block}.norm1.norm.weight'])] == norm_wd
     assert wd[id(params[f'{block}.attn.qkv.bias'])] == bias_wd
@@ -221,6 +230,9 @@ def test_new_families_follow_their_sources():
     m2f = load('mask2former/mask2former_secvit-s_8xb2-lsj-50e_coco.py')
     assert m2f.train_cfg.max_iters == 368750
     assert m2f.optim_wrapper.clip_grad.max_norm == 0.01
+    # Nothing of mmdet's panoptic base that tools/train.py would look for.
+    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert 'seg' not in m2f[split].dataset.data_prefix
 
 
 @pytest.mark.parametrize('name', [
@@ -271,7 +283,7 @@ def test_entry_config_is_the_s_1x_mask_rcnn():
 @pytest.mark.parametrize('name', [n for n in CONFIGS if n.startswith('demo')])
 def test_demo_configs_use_the_demo_data_classes(name):
     cfg = load(name)
-    if 'upernet' in name:
+    if name.endswith('demo-ade.py'):
         # ADE20K format, all 150 classes as mmseg's ADE20KDataset.
         assert cfg.model.decode_head.num_classes == 150
         assert cfg.train_dataloader.dataset.pipeline[1].reduce_zero_label
@@ -279,10 +291,22 @@ def test_demo_configs_use_the_demo_data_classes(name):
     for split in ('train_dataloader', 'val_dataloader'):
         classes = cfg[split].dataset.metainfo.classes
         assert tuple(classes) == DEMO_COCO_CLASSES
-    heads = ([cfg.model.roi_head.bbox_head, cfg.model.roi_head.mask_head]
-             if 'mask-rcnn' in name else [cfg.model.bbox_head])
-    for head in heads:
-        assert head.num_classes == len(DEMO_COCO_CLASSES)
+    num_classes = len(DEMO_COCO_CLASSES)
+    if 'mask2former' in name:
+        head = cfg.model.panoptic_head
+        assert head.num_things_classes == num_classes
+        assert head.num_stuff_classes == 0
+        assert len(head.loss_cls.class_weight) == num_classes + 1
+        assert cfg.model.panoptic_fusion_head.num_things_classes == \
+            num_classes
+    else:
+        roi_head = cfg.model.get('roi_head')
+        heads = ([*roi_head.bbox_head, roi_head.mask_head]
+                 if 'cascade' in name else
+                 [roi_head.bbox_head, roi_head.mask_head]
+                 if roi_head else [cfg.model.bbox_head])
+        for head in heads:
+            assert head.num_classes == num_classes
     assert cfg.val_evaluator.ann_file.startswith('data/demo/coco/')
 
 
