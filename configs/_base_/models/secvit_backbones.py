@@ -49,12 +49,12 @@ secvit = dict(
 # as mmdet's/mmseg's 'backbone' lr multiplier overrides norm_decay_mult, so
 # configs that set one give these keys their own decay, as mmdet's and
 # mmseg's Swin Mask2Former configs list Swin's norms.
-secvit_norm_keys = (
+secvit_norm_keys = [
     # The BN layers of the convolutional stem.
-    [f'backbone.patch_embed.proj.{i}.' for i in (1, 4, 7, 10)] +
-    [f'backbone.layers.{i}.downsample.norm' for i in range(3)] +
-    [f'backbone.norm{i}.' for i in range(4)] + [
-        f'backbone.layers.{i}.blocks.{j}.{name}'
-        for i, depth in enumerate(secvit['base']['depths'])
-        for j in range(depth) for name in ('norm', 'gamma_')
-    ])
+    *(f'backbone.patch_embed.proj.{i}.' for i in (1, 4, 7, 10)),
+    *(f'backbone.layers.{i}.downsample.norm' for i in range(3)),
+    *(f'backbone.norm{i}.' for i in range(4)),
+    *(f'backbone.layers.{i}.blocks.{j}.{name}'
+      for i, depth in enumerate(secvit['base']['depths']) for j in range(depth)
+      for name in ('norm', 'gamma_')),
+]
