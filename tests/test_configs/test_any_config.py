@@ -152,7 +152,7 @@ def test_mmseg_model_pretrained_reaches_secvit_as_init_cfg(tmp_path):
             'backbone=dict(_base_.secvit.tiny.backbone, init_cfg=None)'))
     cfg.model.pretrained = 'secvit_t_elsewhere.pth'
     convert_sync_bn(cfg)
-    with pytest.warns(DeprecationWarning, match='init_cfg'):
+    with pytest.warns(FutureWarning, match='init_cfg'):
         model = build(cfg)
     assert model.backbone.init_cfg == dict(
         type='Pretrained', checkpoint='secvit_t_elsewhere.pth')

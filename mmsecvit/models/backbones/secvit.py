@@ -533,10 +533,12 @@ class SecViT(BaseModule):
                 "init_cfg=dict(type='Pretrained', checkpoint=...). mmseg "
                 "passes a config's model.pretrained to the backbone: set "
                 'model.pretrained=None in the config.')
+        # FutureWarning, not DeprecationWarning: Python shows it by default,
+        # and the user's config is what needs changing.
         warnings.warn(
             'SecViT: pretrained is deprecated, use '
             f"init_cfg=dict(type='Pretrained', checkpoint={pretrained!r})",
-            DeprecationWarning)
+            FutureWarning)
         return dict(type='Pretrained', checkpoint=pretrained)
 
     def _parse_out_indices(self, out_indices: Sequence[int]) -> List[int]:

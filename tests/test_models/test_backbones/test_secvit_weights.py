@@ -169,7 +169,7 @@ def test_converter_refuses_a_file_of_no_known_arch(tmp_path):
 
 
 def test_deprecated_pretrained_loads_as_init_cfg_does(official_checkpoint):
-    with pytest.warns(DeprecationWarning, match='init_cfg'):
+    with pytest.warns(FutureWarning, match='init_cfg'):
         model = SecViT(
             arch=copy.deepcopy(SMALL_ARCH),
             pretrained=str(official_checkpoint))
