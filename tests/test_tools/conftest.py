@@ -105,7 +105,7 @@ train_cfg = dict(max_iters=2, val_interval=2)
     'dino-4scale_secvit-s_demo-coco.py': f"""
 model = dict(
     backbone=dict(arch={SMALL_ARCH}),
-    neck=dict(in_channels=[64, 128, 256]),  # out_indices (1, 2, 3)
+    neck=dict(in_channels={TEST_ARCH['embed_dims'][1:]}),  # stages 1-3
     num_queries=20,
     encoder=dict(num_layers=1),
     decoder=dict(num_layers=1),

@@ -171,7 +171,7 @@ def test_converter_refuses_a_file_of_no_known_arch(tmp_path):
 def test_deprecated_pretrained_loads_as_init_cfg_does(official_checkpoint):
     with pytest.warns(FutureWarning, match='init_cfg'):
         model = SecViT(
-            arch=copy.deepcopy(SMALL_ARCH),
+            arch=copy.deepcopy(TEST_ARCH),
             pretrained=str(official_checkpoint))
     assert model.init_cfg == dict(
         type='Pretrained', checkpoint=str(official_checkpoint))
@@ -185,11 +185,11 @@ def test_deprecated_pretrained_loads_as_init_cfg_does(official_checkpoint):
 def test_pretrained_and_init_cfg_together_are_refused(official_checkpoint):
     with pytest.raises(ValueError, match='model.pretrained=None'):
         SecViT(
-            arch=copy.deepcopy(SMALL_ARCH),
+            arch=copy.deepcopy(TEST_ARCH),
             pretrained=str(official_checkpoint),
             init_cfg=dict(type='Pretrained', checkpoint='other.pth'))
 
 
 def test_pretrained_must_be_a_path():
     with pytest.raises(TypeError, match='pretrained must be a checkpoint'):
-        SecViT(arch=copy.deepcopy(SMALL_ARCH), pretrained=True)
+        SecViT(arch=copy.deepcopy(TEST_ARCH), pretrained=True)
