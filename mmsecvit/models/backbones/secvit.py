@@ -525,10 +525,11 @@ class SecViT(BaseModule):
         if pretrained is None:
             return init_cfg
         if not isinstance(pretrained, str):
-            raise TypeError('SecViT: pretrained must be a checkpoint path '
-                            f'(str) or None, got {type(pretrained).__name__}')
+            raise ConfigTypeError(
+                'SecViT: pretrained must be a checkpoint path (str) or None, '
+                f'got {type(pretrained).__name__}')
         if init_cfg is not None:
-            raise ValueError(
+            raise ConfigValueError(
                 'SecViT got both pretrained and init_cfg: keep only '
                 "init_cfg=dict(type='Pretrained', checkpoint=...). mmseg "
                 "passes a config's model.pretrained to the backbone: set "
