@@ -2,11 +2,10 @@
 # (256x320 images, classes of mmsecvit.datasets.demo.DEMO_COCO_CLASSES):
 # a run of a few minutes on one CPU that goes through the whole pipeline,
 # from scratch, with the real COCO metric code.
-_base_ = '../maskrcnn_secvit_s.py'
-
-data_root = 'data/demo/coco/'
-metainfo = dict(classes=('circle', 'square', 'triangle'))
-image_scale = (320, 256)  # (w, h), the size the demo images are made at
+_base_ = [
+    '../maskrcnn_secvit_s.py', '../_base_/datasets/demo_coco_instance.py',
+    '../_base_/schedules/demo_6e.py'
+]
 
 model = dict(
     backbone=dict(
@@ -16,58 +15,21 @@ model = dict(
     roi_head=dict(
         bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)))
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=image_scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor'))
-]
-train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_train2017.json',
-        data_prefix=dict(img='train2017/'),
-        filter_cfg=dict(filter_empty_gt=True, min_size=8),
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_val2017.json',
-        data_prefix=dict(img='val2017/'),
-        pipeline=test_pipeline))
+# The demo data and schedule; _base_.pop keeps the demo_ names out.
+data_root = _base_.pop('demo_data_root')
+train_pipeline = _base_.pop('demo_train_pipeline')
+test_pipeline = _base_.pop('demo_test_pipeline')
+train_dataloader = _base_.pop('demo_train_dataloader')
+val_dataloader = _base_.pop('demo_val_dataloader')
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+val_evaluator = _base_.pop('demo_val_evaluator')
 test_evaluator = val_evaluator
 
-# From scratch and for a few epochs: a higher lr than the 1x schedule's,
-# a short warmup, no steps, and gradient clipping against early spikes.
-max_epochs = 6
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+max_epochs = _base_.pop('demo_max_epochs')
+train_cfg = _base_.pop('demo_train_cfg')
+# Gradient clipping against early spikes of training from scratch.
 optim_wrapper = dict(
-    optimizer=dict(lr=3e-4), clip_grad=dict(max_norm=10, norm_type=2))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20)
-]
-auto_scale_lr = dict(base_batch_size=2)  # 1 process x 2 images
-
-default_hooks = dict(
-    logger=dict(interval=5),
-    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+    _base_.pop('demo_optim_wrapper'), clip_grad=dict(max_norm=10, norm_type=2))
+param_scheduler = _base_.pop('demo_param_scheduler')
+auto_scale_lr = _base_.pop('demo_auto_scale_lr')
+default_hooks = _base_.pop('demo_default_hooks')

@@ -2,12 +2,15 @@
 # tools/misc/make_demo_data.py (256x320 images, classes of
 # mmsecvit.datasets.demo.DEMO_COCO_CLASSES): a run of a few minutes on one
 # CPU, from scratch, with the real COCO metric code.
-_base_ = '../mask2former/mask2former_secvit-s_8xb2-lsj-50e_coco.py'
+_base_ = [
+    '../mask2former/mask2former_secvit-s_8xb2-lsj-50e_coco.py',
+    '../_base_/datasets/demo_coco_detection.py',
+    '../_base_/schedules/demo_100iter.py'
+]
 
-data_root = 'data/demo/coco/'
-metainfo = dict(classes=('circle', 'square', 'triangle'))
-image_size = (256, 320)  # (h, w), the size the demo images are made at
-num_classes = len(metainfo['classes'])
+# (h, w) as mmdet's Mask2Former configs, the size the demo images are made at.
+image_size = _base_.pop('image_scale')[::-1]
+num_classes = len(_base_.metainfo['classes'])
 num_queries = 50  # of mmdet's 100: fewer objects on the demo images
 
 model = dict(
@@ -31,6 +34,8 @@ model = dict(
     panoptic_fusion_head=dict(num_things_classes=num_classes),
     test_cfg=dict(max_per_image=num_queries))
 
+# The pipelines of mmdet's Mask2Former (float images, flip before resize),
+# at the demo's size and without the large-scale jitter.
 train_pipeline = [
     dict(type='LoadImageFromFile', to_float32=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
@@ -47,42 +52,22 @@ test_pipeline = [
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor'))
 ]
-train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_train2017.json',
-        data_prefix=dict(img='train2017/'),
-        filter_cfg=dict(filter_empty_gt=True, min_size=8),
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=False,
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/instances_val2017.json',
-        data_prefix=dict(img='val2017/'),
-        pipeline=test_pipeline))
+
+# The demo data and schedule; _base_.pop keeps the demo_ names out.
+_base_.pop('demo_train_pipeline')
+_base_.pop('demo_test_pipeline')
+data_root = _base_.pop('demo_data_root')
+train_dataloader = _base_.pop('demo_train_dataloader')
+train_dataloader.dataset.pipeline = train_pipeline
+val_dataloader = _base_.pop('demo_val_dataloader')
+val_dataloader.dataset.pipeline = test_pipeline
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+val_evaluator = _base_.pop('demo_val_evaluator')
 test_evaluator = val_evaluator
 
-# From scratch and for a few minutes: a higher lr than the 50e schedule's,
-# a short warmup, then constant; validation once, at the end.
-max_iters = 100
-train_cfg = dict(
-    max_iters=max_iters, val_interval=max_iters, dynamic_intervals=None)
-optim_wrapper = dict(optimizer=dict(lr=3e-4))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20)
-]
-auto_scale_lr = dict(base_batch_size=2)  # 1 process x 2 images
-
-default_hooks = dict(
-    logger=dict(interval=5),
-    checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+max_iters = _base_.pop('demo_max_iters')
+train_cfg = dict(_base_.pop('demo_train_cfg'), dynamic_intervals=None)
+optim_wrapper = _base_.pop('demo_optim_wrapper')
+param_scheduler = _base_.pop('demo_param_scheduler')
+auto_scale_lr = _base_.pop('demo_auto_scale_lr')
+default_hooks = _base_.pop('demo_default_hooks')

@@ -310,6 +310,13 @@ def test_demo_configs_use_the_demo_data_classes(name):
     assert cfg.val_evaluator.ann_file.startswith('data/demo/coco/')
 
 
+@pytest.mark.parametrize('name', [n for n in CONFIGS if n.startswith('demo')])
+def test_demo_configs_leave_no_demo_helper_names(name):
+    """The demo bases' ``demo_*`` settings are all taken with ``_base_.pop``:
+    none is left over in the final config."""
+    assert [key for key in load(name) if key.startswith('demo_')] == []
+
+
 def test_pretrained_dir_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv('MMSECVIT_PRETRAINED_DIR', str(tmp_path))
     cfg = load('mask_rcnn/mask-rcnn_secvit-t_fpn_1x_coco.py')
