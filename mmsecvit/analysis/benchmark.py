@@ -4,9 +4,19 @@
 A *case* is one backbone (a SecViT arch in one cluster mode with the fast or
 the reference attention, or mmdet's Swin-T) at one input size, measured
 either for inference (``no_grad`` forward) or for training (forward and
-backward of the sum of the outputs). :func:`run_case` measures a case in the
-current process; :func:`measure_in_subprocess` runs it in a fresh Python so
-that the peak resident memory of one case does not leak into the next.
+backward of the sum of the outputs), optionally under autocast (bf16/fp16)
+and ``torch.compile``. A ``'det-train'`` case times whole Mask R-CNN
+training iterations (loss, backward, optimizer step) with either backbone.
+:func:`run_case` measures a case in the current process;
+:func:`measure_in_subprocess` runs it in a fresh Python so that the peak
+resident memory of one case does not leak into the next.
+
+Next to each latency the case reports its arithmetic rate: the multiply-adds
+of the work (our FLOP counter, :mod:`mmsecvit.analysis.flops`; a training
+step counts three forwards, the usual estimate for forward plus backward)
+divided by the median time, and the share this is of the machine's own
+limit, an fp32 matrix product timed in the same process right after the
+case (:func:`matmul_rate`).
 
 Memory is measured as:
 
@@ -26,12 +36,13 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from mmsecvit.deployment.onnx_export import export_onnx
+from mmsecvit.analysis.flops import count_flops
 from mmsecvit.models import SecViT
 from mmsecvit.testing import (compare_with_reference_attention,
                               randomize_weights, use_reference_attention)
@@ -41,6 +52,13 @@ SECVIT_ARCHS = ('tiny', 'small', 'base', 'large')
 MODES = ('num_clusters', 'cluster_size')
 IMPLS = ('fast', 'reference')
 RUNTIMES = ('pytorch', 'onnxruntime')
+TASKS = ('infer', 'train', 'det-train')
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+# The Mask R-CNN of the training-iteration cases; its backbone is swapped
+# for the case's (SecViT arch or mmdet's Swin-T), the rest stays as is.
+DETECTOR_CONFIG = 'configs/mask_rcnn/mask-rcnn_secvit-s_fpn_1x_coco.py'
+SWIN_T = dict(type='mmdet.SwinTransformer')
+SWIN_T_CHANNELS = [96, 192, 384, 768]
 
 
 @dataclass
@@ -53,8 +71,10 @@ class Case:
         arch (str | dict): SecViT arch; ignored for Swin-T.
         mode (str): SecViT cluster mode.
         impl (str): 'fast' or 'reference' attention.
-        task (str): 'infer' (no_grad forward) or 'train' (forward and
-            backward in train mode).
+        task (str): 'infer' (no_grad forward), 'train' (forward and
+            backward in train mode) or 'det-train' (one training iteration
+            of a Mask R-CNN with this backbone: losses, backward, AdamW
+            step).
         batch (int): Images per batch.
         with_cp (bool | str): Activation checkpointing (training only):
             False, True or, for SecViT, 'selective'.
@@ -69,6 +89,15 @@ class Case:
             exported to ONNX at the case's size (static shape) and run by
             ONNX Runtime on the CPU with ``threads`` threads (inference
             only).
+        amp (str, optional): Autocast dtype, 'bf16' or 'fp16'; None runs
+            in fp32.
+        compile (bool): Run the model through ``torch.compile`` (default
+            Inductor); the first, compiling call is reported apart as
+            ``first_call_s``.
+        count_macs (bool): Count the multiply-adds of the work and time an
+            fp32 matrix product, for the arithmetic rate and its share of
+            the machine's limit (backbone cases only).
+        limit_size (int): Side of the square fp32 matrices of that product.
     """
     model: str = 'secvit'
     size: Tuple[int, int] = (224, 224)
@@ -84,6 +113,18 @@ class Case:
     repeats: int = 3
     check_diff: bool = True
     runtime: str = 'pytorch'
+    amp: Optional[str] = None
+    compile: bool = False
+    count_macs: bool = True
+    limit_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigValueError(
+                f'Unknown task {self.task!r}; use one of {TASKS}.')
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise ConfigValueError(f'Unknown amp {self.amp!r}; use None or '
+                                   f'one of {tuple(AMP_DTYPES)}.')
 
     @property
     def name(self) -> str:
@@ -92,12 +133,18 @@ class Case:
         else:
             arch = self.arch if isinstance(self.arch, str) else 'custom'
             name = f'secvit-{arch[0]} {self.mode} {self.impl}'
+        if self.task == 'det-train':
+            name = f'mask-rcnn {name}'
         if self.with_cp == 'selective':
             name += ' with_cp=selective'
         elif self.with_cp:
             name += ' with_cp'
         if self.runtime != 'pytorch':
             name += f' {self.runtime}'
+        if self.amp:
+            name += f' amp={self.amp}'
+        if self.compile:
+            name += ' compiled'
         return name
 
 
@@ -109,10 +156,28 @@ class Result:
     peak_mem_mib: float = float('nan')
     max_abs_diff: Optional[float] = None
     error: Optional[str] = None
+    gmacs: Optional[float] = None
+    limit_gmacs_per_s: Optional[float] = None
+    first_call_s: Optional[float] = None
 
     @property
     def median(self) -> float:
         return statistics.median(self.times) if self.times else float('nan')
+
+    @property
+    def gmacs_per_s(self) -> Optional[float]:
+        """Achieved arithmetic rate: the case's GMACs over its median."""
+        if self.gmacs is None or not self.times:
+            return None
+        return self.gmacs / self.median
+
+    @property
+    def limit_share(self) -> Optional[float]:
+        """The achieved rate as a share of the measured fp32 limit."""
+        rate = self.gmacs_per_s
+        if rate is None or not self.limit_gmacs_per_s:
+            return None
+        return rate / self.limit_gmacs_per_s
 
     @property
     def spread(self) -> Tuple[float, float]:
@@ -146,14 +211,137 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _sync(device: str) -> None:
-    if device.startswith('cuda'):
+def _is_cuda(device: Union[str, torch.device]) -> bool:
+    return torch.device(device).type == 'cuda'
+
+
+def _sync(device: Union[str, torch.device]) -> None:
+    # CUDA kernels run asynchronously: without a sync the clock would stop
+    # when the work is queued, not when it is done.
+    if _is_cuda(device):
         torch.cuda.synchronize()
 
 
 def _max_abs_diff(a: Sequence[torch.Tensor],
                   b: Sequence[torch.Tensor]) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b))
+
+
+def matmul_rate(device: Union[str, torch.device] = 'cpu',
+                size: int = 4096,
+                repeats: int = 3) -> float:
+    """The machine's fp32 arithmetic limit as this process sees it: GMACs
+    per second of the fastest of ``repeats`` (size x size) fp32 matrix
+    products, a kernel that runs close to the hardware's peak.
+
+    Args:
+        device (str | torch.device): Where to multiply.
+        size (int): Side of the square matrices.
+        repeats (int): Timed products (after one untimed).
+    """
+    device = torch.device(device)
+    a = torch.rand(size, size, device=device)
+    b = torch.rand(size, size, device=device)
+    torch.mm(a, b)
+    best = float('inf')
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return size**3 / best / 1e9
+
+
+def case_gmacs(model: torch.nn.Module, case: Case) -> float:
+    """GMACs of one timed step of a backbone case: the forward of a batch
+    (counted on one image, times the batch), three times that for a
+    training step."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            macs = count_flops(
+                model, (torch.rand(1, 3, *case.size, device=device), ),
+                count_attention=True)['total']
+    finally:
+        model.train(training)
+    return macs * case.batch * (3 if case.task == 'train' else 1) / 1e9
+
+
+def build_detector(case: Case, root: Optional[str] = None
+                   ) -> torch.nn.Module:
+    """The Mask R-CNN of :data:`DETECTOR_CONFIG` with the case's backbone
+    (randomly initialised; no pretrained weights are loaded).
+
+    Args:
+        case (Case): A 'det-train' case.
+        root (str, optional): Directory :data:`DETECTOR_CONFIG` is
+            relative to; defaults to the repository holding this package.
+    """
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmsecvit.registry import MODELS
+    root = root or _repo_root()
+    cfg = Config.fromfile(os.path.join(root, DETECTOR_CONFIG))
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    if case.model == 'swin-t':
+        backbone = dict(SWIN_T, with_cp=bool(case.with_cp))
+        channels = SWIN_T_CHANNELS
+    elif case.model == 'secvit':
+        backbone = dict(
+            type='mmsecvit.SecViT',
+            arch=case.arch,
+            cluster_mode=case.mode,
+            with_cp=case.with_cp)
+        channels = SecViT(arch=case.arch).embed_dims
+    else:
+        raise ValueError(f"Unknown model {case.model!r}; use 'secvit' or "
+                         "'swin-t'.")
+    cfg.model.backbone = backbone
+    cfg.model.neck.in_channels = list(channels)
+    return MODELS.build(cfg.model)
+
+
+def _repo_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def _detector_step(model: torch.nn.Module, case: Case,
+                   device: torch.device, autocast):
+    """A function running one Mask R-CNN training iteration on a fixed
+    synthetic batch (random boxes and masks) of ``case.size`` images."""
+    from mmdet.testing import demo_mm_inputs
+    h, w = case.size
+    packed = demo_mm_inputs(
+        batch_size=case.batch,
+        image_shapes=[(3, h, w)] * case.batch,
+        num_items=[5] * case.batch,
+        with_mask=True)
+    data = model.data_preprocessor(packed, True)
+    data['inputs'] = data['inputs'].to(device)
+    data['data_samples'] = [s.to(device) for s in data['data_samples']]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=case.amp == 'fp16')
+
+    def step():
+        with autocast():
+            losses = model.loss(data['inputs'], data['data_samples'])
+            loss, _ = model.parse_losses(losses)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _autocast(case: Case, device: torch.device):
+    if case.amp is None:
+        return nullcontext
+    return lambda: torch.autocast(device.type, dtype=AMP_DTYPES[case.amp])
 
 
 def run_case(case: Case) -> Result:
@@ -167,48 +355,66 @@ def run_case(case: Case) -> Result:
     torch.manual_seed(0)
     result = Result(case)
     device = torch.device(case.device)
-    model = build_backbone(case).to(device)
-    train = case.task == 'train'
+    if case.impl not in IMPLS:
+        raise ValueError(f'Unknown impl {case.impl!r}; use one of {IMPLS}.')
+    detector = case.task == 'det-train'
+    model = (build_detector(case) if detector else build_backbone(case))
+    model = model.to(device)
+    train = case.task != 'infer'
     model.train(train)
-    x = torch.rand(case.batch, 3, *case.size, device=device)
-    if device.type == 'cuda':
+    if case.count_macs and not detector:
+        result.gmacs = case_gmacs(model, case)
+    autocast = _autocast(case, device)
+    if detector:
+        if case.compile:
+            model.backbone = torch.compile(model.backbone)
+        step = _detector_step(model, case, device, autocast)
+    else:
+        runner = torch.compile(model) if case.compile else model
+        x = torch.rand(case.batch, 3, *case.size, device=device)
+
+        def step():
+            if train:
+                with autocast():
+                    outs = runner(x)
+                    loss = sum(out.float().sum() for out in outs)
+                loss.backward()
+                model.zero_grad(set_to_none=True)
+                return None
+            with torch.no_grad(), autocast():
+                return runner(x)
+
+    if _is_cuda(device):
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = _peak_rss_mib()
 
-    def step():
-        if train:
-            outs = model(x)
-            sum(out.sum() for out in outs).backward()
-            model.zero_grad(set_to_none=True)
-            return None
-        with torch.no_grad():
-            return model(x)
-
     reference = case.model == 'secvit' and case.impl == 'reference'
-    if case.impl not in IMPLS:
-        raise ValueError(f'Unknown impl {case.impl!r}; use one of {IMPLS}.')
-    if reference:
-        context = use_reference_attention()
-    else:
-        context = nullcontext()
+    context = use_reference_attention() if reference else nullcontext()
     with context:
-        for _ in range(case.warmup):
-            step()
-        for _ in range(case.repeats):
-            _sync(case.device)
+        for i in range(case.warmup):
+            _sync(device)
             start = time.perf_counter()
             step()
-            _sync(case.device)
+            _sync(device)
+            if i == 0:
+                result.first_call_s = time.perf_counter() - start
+        for _ in range(case.repeats):
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
             result.times.append(time.perf_counter() - start)
-    if device.type == 'cuda':
+    if _is_cuda(device):
         result.peak_mem_mib = (torch.cuda.max_memory_allocated() -
                                base) / 2**20
     else:
         result.peak_mem_mib = _peak_rss_mib() - base
     if reference and case.check_diff and not train:
         result.max_abs_diff = _attention_diff(model, x)
+    if result.gmacs is not None:
+        result.limit_gmacs_per_s = matmul_rate(device, case.limit_size)
     return result
 
 
@@ -288,7 +494,7 @@ def measure_in_subprocess(case: Case,
     cmd = [sys.executable, '-m', 'mmsecvit.analysis.benchmark',
            json.dumps(asdict(case))]
     env = dict(os.environ, **(env or {}))
-    root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    root = _repo_root()
     env['PYTHONPATH'] = os.pathsep.join(
         [root] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
     proc = subprocess.run(
@@ -297,11 +503,12 @@ def measure_in_subprocess(case: Case,
         return Result(case, error=proc.stderr.strip().splitlines()[-1]
                       if proc.stderr.strip() else f'exit {proc.returncode}')
     data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return Result(
-        case,
-        times=data['times'],
-        peak_mem_mib=data['peak_mem_mib'],
-        max_abs_diff=data['max_abs_diff'])
+    return Result(case, **{name: data.get(name) for name in RESULT_FIELDS})
+
+
+# What the measuring process sends back.
+RESULT_FIELDS = ('times', 'peak_mem_mib', 'max_abs_diff', 'gmacs',
+                 'limit_gmacs_per_s', 'first_call_s')
 
 
 def _case_from_json(text: str) -> Case:
@@ -312,10 +519,12 @@ def _case_from_json(text: str) -> Case:
 
 def format_table(results: Sequence[Result]) -> str:
     """A markdown table of results, grouped by task and size, with each
-    latency relative to the first row of its group."""
+    latency relative to the first row of its group, the arithmetic rate
+    and its share of the fp32 limit measured in the same process."""
     header = ('| task | input | batch | backbone | median (s) | min-max (s) '
-              '| rel. to first row | peak mem (MiB) | max abs diff |\n'
-              '|---|---|---|---|---|---|---|---|---|\n')
+              '| rel. to first row | GMACs | GMAC/s | fp32 limit (GMAC/s) '
+              '| share of limit | peak mem (MiB) | max abs diff |\n'
+              '|---|---|---|---|---|---|---|---|---|---|---|---|---|\n')
     rows = []
     firsts: Dict[tuple, float] = {}
     for r in results:
@@ -325,16 +534,26 @@ def format_table(results: Sequence[Result]) -> str:
         if r.error:
             error = r.error.replace('|', '/')[:100]
             rows.append(f'| {c.task} | {size} | {c.batch} | {c.name} | '
-                        f'failed: {error} | | | | |')
+                        f'failed: {error} |' + ' |' * 8)
             continue
         first = firsts.setdefault(key, r.median)
         low, high = r.spread
         diff = '' if r.max_abs_diff is None else f'{r.max_abs_diff:.1e}'
         rows.append(f'| {c.task} | {size} | {c.batch} | {c.name} | '
                     f'{r.median:.3f} | {low:.3f}-{high:.3f} | '
-                    f'{r.median / first:.2f}x | {r.peak_mem_mib:.0f} | '
-                    f'{diff} |')
+                    f'{r.median / first:.2f}x | {_rate_columns(r)} | '
+                    f'{r.peak_mem_mib:.0f} | {diff} |')
     return header + '\n'.join(rows) + '\n'
+
+
+def _rate_columns(r: Result) -> str:
+    """GMACs, GMAC/s, limit and share; blank where not measured."""
+    if r.gmacs is None:
+        return ' | | | '
+    share = r.limit_share
+    return (f'{r.gmacs:.3g} | {r.gmacs_per_s:.3g} | '
+            f'{r.limit_gmacs_per_s or float("nan"):.0f} | ' +
+            ('' if share is None else f'{share:.0%}'))
 
 
 def plot_results(results: Sequence[Result], path: str) -> None:
@@ -386,6 +605,9 @@ def build_cases(archs: Sequence[object],
                 train_sizes: Sequence[Tuple[int, int]] = (),
                 train_batch: int = 2,
                 runtime: str = 'pytorch',
+                amps: Sequence[Optional[str]] = (None, ),
+                compiles: Sequence[bool] = (False, ),
+                det_train_sizes: Sequence[Tuple[int, int]] = (),
                 **common) -> List[Case]:
     """All cases of a benchmark run, in table order.
 
@@ -393,7 +615,10 @@ def build_cases(archs: Sequence[object],
     then every SecViT arch in every mode with every attention. For every
     training size: Swin-T without and with activation checkpointing, SecViT
     in every mode without, with selective and with full activation
-    checkpointing (the fast attention only).
+    checkpointing (the fast attention only). Each of these in every
+    autocast dtype of ``amps`` and every ``compiles`` setting. For every
+    detector training size: a Mask R-CNN training iteration with Swin-T
+    and with every SecViT arch in every mode.
 
     Args:
         archs: SecViT archs (names or dicts).
@@ -402,7 +627,11 @@ def build_cases(archs: Sequence[object],
         impls: 'fast' and/or 'reference'.
         swin (bool): Include mmdet's Swin-T.
         train_sizes: Input sizes of the training (memory) cases.
-        train_batch (int): Batch of the training cases.
+        train_batch (int): Batch of the training cases (also of the
+            detector's).
+        amps: Autocast dtypes (None: fp32, 'bf16', 'fp16').
+        compiles: ``torch.compile`` off (False) and/or on (True).
+        det_train_sizes: Input sizes of Mask R-CNN training iterations.
         runtime (str): 'pytorch', or 'onnxruntime' to add, after the eager
             rows of each size, Swin-T and the SecViT archs in every mode
             run by ONNX Runtime (inference only).
@@ -450,7 +679,25 @@ def build_cases(archs: Sequence[object],
                     cases.append(
                         Case(size=size, arch=arch, mode=mode, task='train',
                              with_cp=with_cp, **train_common))
-    return cases
+    for size in det_train_sizes:
+        if swin:
+            cases.append(
+                Case(model='swin-t', size=size, task='det-train',
+                     **train_common))
+        for arch in archs:
+            for mode in modes:
+                cases.append(
+                    Case(size=size, arch=arch, mode=mode, task='det-train',
+                         **train_common))
+    # ONNX Runtime rows run the exported fp32 graph: no autocast, no
+    # torch.compile.
+    return [
+        variant for case in cases for variant in (
+            [case] if case.runtime != 'pytorch' else [
+                replace(case, amp=amp, compile=compiled) for amp in amps
+                for compiled in compiles
+            ])
+    ]
 
 
 def run_benchmark(cases: Sequence[Case],
@@ -519,9 +766,4 @@ def _pool(total: Result, measured: Result) -> None:
 if __name__ == '__main__':
     # The worker side of measure_in_subprocess.
     result = run_case(_case_from_json(sys.argv[1]))
-    print(
-        json.dumps(
-            dict(
-                times=result.times,
-                peak_mem_mib=result.peak_mem_mib,
-                max_abs_diff=result.max_abs_diff)))
+    print(json.dumps({name: getattr(result, name) for name in RESULT_FIELDS}))

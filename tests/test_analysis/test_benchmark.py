@@ -3,10 +3,14 @@
 import subprocess
 
 import pytest
+import torch
 
 from mmsecvit.analysis import benchmark
 from mmsecvit.analysis.benchmark import (Case, Result, build_cases,
                                          format_table, parse_size)
+from mmsecvit.analysis.flops import count_flops
+from mmsecvit.models import SecViT
+from mmsecvit.testing import TEST_ARCH
 
 
 def test_build_cases_puts_swin_first_and_adds_training_cases():
@@ -113,3 +117,87 @@ def test_build_cases_adds_onnxruntime_rows_per_size():
         ('swin-t', 512, 'onnxruntime'), ('secvit', 512, 'onnxruntime')]
     with pytest.raises(ValueError, match='runtime'):
         build_cases(['small'], [(224, 224)], runtime='tensorrt')
+
+
+def test_case_rejects_an_unknown_amp_or_task():
+    with pytest.raises(ValueError, match='Unknown amp'):
+        Case(amp='fp8')
+    with pytest.raises(ValueError, match='Unknown task'):
+        Case(task='detect')
+
+
+def test_build_cases_crosses_amp_and_compile_and_adds_detector_cases():
+    cases = build_cases(['small'], [(224, 224)],
+                        modes=['cluster_size'],
+                        impls=['fast'],
+                        amps=[None, 'bf16'],
+                        compiles=[False, True],
+                        det_train_sizes=[(800, 1333)])
+    infer = [c for c in cases if c.task == 'infer']
+    assert len(infer) == 2 * 4  # Swin-T and SecViT-S, 2 dtypes x 2
+    assert {(c.amp, c.compile) for c in infer} == {
+        (None, False), (None, True), ('bf16', False), ('bf16', True)}
+    det = [c for c in cases if c.task == 'det-train']
+    assert sorted(c.model for c in det) == ['secvit'] * 4 + ['swin-t'] * 4
+    assert all(c.batch == 2 and c.size == (800, 1333) for c in det)
+    assert 'mask-rcnn secvit-s cluster_size fast amp=bf16 compiled' in {
+        c.name for c in det}
+
+
+def test_table_reports_the_rate_and_its_share_of_the_limit():
+    result = Result(Case(), times=[0.5], peak_mem_mib=1, gmacs=4.0,
+                    limit_gmacs_per_s=80.0)
+    assert result.gmacs_per_s == 8.0
+    assert result.limit_share == pytest.approx(0.1)
+    assert '| 4 | 8 | 80 | 10% |' in format_table([result])
+
+
+def test_run_case_counts_macs_and_measures_the_limit():
+    result = benchmark.run_case(
+        Case(arch=TEST_ARCH, size=(32, 48), warmup=1, repeats=1, threads=1,
+             limit_size=64))
+    expected = count_flops(
+        SecViT(arch=TEST_ARCH).eval(), (torch.rand(1, 3, 32, 48), ))
+    assert result.gmacs == pytest.approx(expected['total'] / 1e9)
+    assert result.limit_gmacs_per_s > 0
+    assert 0 < result.limit_share
+    assert result.first_call_s > 0
+
+
+def test_training_step_counts_three_forwards_and_runs_under_autocast():
+    result = benchmark.run_case(
+        Case(arch=TEST_ARCH, size=(32, 32), task='train', batch=2,
+             amp='bf16', warmup=0, repeats=1, threads=1, limit_size=64))
+    forward = count_flops(
+        SecViT(arch=TEST_ARCH).eval(), (torch.rand(1, 3, 32, 32), ))
+    assert result.gmacs == pytest.approx(3 * 2 * forward['total'] / 1e9)
+    assert len(result.times) == 1
+
+
+def test_cuda_cases_synchronise_and_report_the_cuda_peak(monkeypatch):
+    """CUDA behaviour, simulated on CPU: every timed run is bracketed by
+    ``torch.cuda.synchronize`` and the peak comes from
+    ``max_memory_allocated``."""
+    calls = []
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, 'synchronize', lambda: calls.append('sync'))
+    monkeypatch.setattr(cuda, 'reset_peak_memory_stats',
+                        lambda: calls.append('reset'))
+    monkeypatch.setattr(cuda, 'memory_allocated', lambda: 2**20)
+    monkeypatch.setattr(cuda, 'max_memory_allocated', lambda: 5 * 2**20)
+    # The tensors stay on the CPU; the device checks see CUDA.
+    monkeypatch.setattr(benchmark, '_is_cuda', lambda device: True)
+    result = benchmark.run_case(
+        Case(arch=TEST_ARCH, size=(32, 32), warmup=1, repeats=2, threads=1,
+             count_macs=False))
+    assert calls[0] == 'reset'
+    assert calls.count('sync') == 2 * (1 + 2)
+    assert result.peak_mem_mib == 4.0
+
+
+def test_detector_training_iteration_runs_with_secvit():
+    result = benchmark.run_case(
+        Case(arch=TEST_ARCH, size=(64, 64), task='det-train', batch=1,
+             warmup=0, repeats=1, threads=1))
+    assert len(result.times) == 1 and result.gmacs is None
+    assert result.peak_mem_mib >= 0

@@ -14,15 +14,19 @@ Examples:
     python tools/analysis_tools/benchmark.py --archs s --impls fast \
         --runtime onnxruntime --sizes 224x224 512x512 800x1333 \
         --out docs/onnx_benchmark_results.md --plot ''
-    # All archs, fast attention only, on a GPU:
-    python tools/analysis_tools/benchmark.py --device cuda --archs t s b l \
-        --impls fast --repeats 20 --warmup 5
+    # The GPU table (docs/benchmark.md): SecViT-T/S and Swin-T, fp32 and
+    # AMP, eager and compiled, every with_cp mode, Mask R-CNN iterations:
+    python tools/analysis_tools/benchmark.py --device cuda --archs t s \
+        --impls fast --sizes 224x224 512x512 800x1333 \
+        --train-sizes 800x1333 --det-train-sizes 800x1333 \
+        --amp none bf16 fp16 --compile off on --repeats 20 --warmup 5 \
+        --out docs/benchmark_results_cuda.md --plot docs/benchmark_cuda.png
 """
 import argparse
 
-from mmsecvit.analysis.benchmark import (IMPLS, KEEP_HEAP_ENV, MODES,
-                                         RUNTIMES, build_cases, parse_size,
-                                         run_benchmark)
+from mmsecvit.analysis.benchmark import (AMP_DTYPES, IMPLS, KEEP_HEAP_ENV,
+                                         MODES, RUNTIMES, build_cases,
+                                         parse_size, run_benchmark)
 from mmsecvit.engine.cli import (add_debug_argument, argument_type,
                                  parse_device, run_tool)
 from mmsecvit.models import parse_arch
@@ -56,6 +60,23 @@ def parse_args(argv=None):
         '(inference only)')
     parser.add_argument('--no-swin', action='store_true',
                         help="leave out mmdet's Swin-T")
+    parser.add_argument(
+        '--det-train-sizes', nargs='*', type=parse_size, default=[],
+        help='input sizes of whole Mask R-CNN training iterations '
+        '(batch --train-batch)')
+    parser.add_argument(
+        '--amp', nargs='+', default=['none'], choices=['none', *AMP_DTYPES],
+        help='autocast dtypes to measure each case in')
+    parser.add_argument(
+        '--compile', nargs='+', default=['off'], choices=['off', 'on'],
+        help='measure each case eagerly and/or through torch.compile')
+    parser.add_argument(
+        '--limit-size', type=int, default=4096,
+        help='side of the fp32 matrix product that measures the '
+        "machine's arithmetic limit in every measuring process")
+    parser.add_argument(
+        '--no-macs', action='store_true',
+        help='skip counting multiply-adds and timing the matrix product')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--device', type=argument_type(parse_device),
                         default='cpu', help='cpu or cuda')
@@ -93,6 +114,11 @@ def main(argv=None):
         train_sizes=args.train_sizes,
         train_batch=args.train_batch,
         runtime=args.runtime,
+        amps=[None if amp == 'none' else amp for amp in args.amp],
+        compiles=[value == 'on' for value in args.compile],
+        det_train_sizes=args.det_train_sizes,
+        count_macs=not args.no_macs,
+        limit_size=args.limit_size,
         batch=args.batch,
         device=args.device,
         threads=args.threads,
