@@ -25,7 +25,6 @@ masked tokens (no real token attends to a padded one) without computing the
 padding; tests check the equivalence against an explicitly padded and masked
 implementation.
 """
-import math
 from contextlib import contextmanager
 from typing import Dict, Iterator, Optional
 
@@ -59,7 +58,10 @@ def resolve_cluster_length(num_tokens: int, num_clusters: int,
     if num_clusters < 2:
         return num_tokens
     if cluster_mode == 'num_clusters':
-        length = math.ceil(num_tokens / num_clusters)
+        # Integer ceiling: exact for any size, and under torch.compile with
+        # dynamic shapes it stays an integer expression of the symbolic
+        # size (a float division would turn it into a float symbol).
+        length = -(-num_tokens // num_clusters)
     elif cluster_mode == 'cluster_size':
         length = cluster_size
     else:
@@ -111,7 +113,8 @@ def rope_qk(qkv: torch.Tensor, sin: torch.Tensor,
     ``apply_rope``; v comes out unchanged (``a * 1 - b * 0 == a`` for every
     finite value). Other dtypes (bf16 and fp16 under autocast, which have
     no complex counterpart on every device) take ``apply_rope`` and a
-    concatenation.
+    concatenation, and so does a graph being compiled: Inductor generates
+    no code for complex operators and falls back to eager kernels there.
 
     The tables are cast to the dtype of ``qkv`` first, so that q, k and v
     reach the attention kernel in that dtype: under autocast the float32
@@ -132,9 +135,11 @@ def rope_qk(qkv: torch.Tensor, sin: torch.Tensor,
         contiguous.
     """
     sin, cos = sin.to(qkv.dtype), cos.to(qkv.dtype)
-    # ONNX has no complex type: an export takes the real-valued path.
+    # ONNX has no complex type, and Inductor generates no code for complex
+    # operators: an export or a graph being compiled takes the real path.
     if (qkv.dtype in (torch.float32, torch.float64)
-            and not torch.onnx.is_in_onnx_export()):
+            and not torch.onnx.is_in_onnx_export()
+            and not torch.compiler.is_compiling()):
         # Both channels of a pair share one angle (RoPE2d repeats each).
         rotation = torch.complex(cos[:, 0::2], sin[:, 0::2])  # (N, d/2)
         table = torch.stack(

@@ -1,0 +1,54 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Compile a SecViT backbone with dynamic shapes and run it on several
+input sizes: the graphs built, and per size the difference from eager or
+the error (see :mod:`mmsecvit.analysis.compile_check`).
+
+Examples:
+    # Inductor, the small test arch, float64 (minutes per graph on 2 cores):
+    python tools/analysis_tools/compile_check.py --arch test \
+        --sizes 96x80 128x72 64x64 --dtype float64
+    # SecViT-S, float32, several detection sizes:
+    python tools/analysis_tools/compile_check.py --arch s \
+        --sizes 800x1333 640x960 768x1024
+"""
+import argparse
+
+import torch
+
+from mmsecvit.analysis.benchmark import MODES, parse_size
+from mmsecvit.analysis.compile_check import check_dynamic_compile
+from mmsecvit.models import SecViT, parse_arch
+from mmsecvit.testing import TEST_ARCH
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--arch', default='test',
+        help="SecViT arch (t s b l, a dict) or 'test' for the small test "
+        'arch')
+    parser.add_argument('--sizes', nargs='+', type=parse_size,
+                        default=[(96, 80), (128, 72), (64, 64)])
+    parser.add_argument('--cluster-mode', default='num_clusters',
+                        choices=MODES)
+    parser.add_argument('--backend', default='inductor',
+                        help="torch.compile backend ('inductor', "
+                        "'aot_eager', ...)")
+    parser.add_argument('--dtype', default='float32',
+                        choices=['float32', 'float64'])
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    arch = TEST_ARCH if args.arch == 'test' else parse_arch(args.arch)
+    dtype = getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    model = SecViT(arch=arch, cluster_mode=args.cluster_mode).to(dtype)
+    report = check_dynamic_compile(
+        model.eval(), args.sizes, args.backend, dtype, log=print)
+    print(f'graphs: {report.graphs}, failed sizes: {len(report.errors)}')
+
+
+if __name__ == '__main__':
+    main()
