@@ -44,6 +44,7 @@ import torch
 from mmsecvit.deployment.onnx_export import export_onnx
 from mmsecvit.analysis.flops import count_flops
 from mmsecvit.models import SecViT
+from mmsecvit.registry import MODELS
 from mmsecvit.testing import (compare_with_reference_attention,
                               randomize_weights, use_reference_attention)
 from mmsecvit.utils.errors import ConfigValueError
@@ -282,8 +283,6 @@ def build_detector(case: Case, root: Optional[str] = None
     """
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-
-    from mmsecvit.registry import MODELS
     root = root or _repo_root()
     cfg = Config.fromfile(os.path.join(root, DETECTOR_CONFIG))
     init_default_scope(cfg.get('default_scope', 'mmdet'))
