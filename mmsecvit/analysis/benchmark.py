@@ -271,8 +271,7 @@ def case_gmacs(model: torch.nn.Module, case: Case) -> float:
     return macs * case.batch * (3 if case.task == 'train' else 1) / 1e9
 
 
-def build_detector(case: Case, root: Optional[str] = None
-                   ) -> torch.nn.Module:
+def build_detector(case: Case, root: Optional[str] = None) -> torch.nn.Module:
     """The Mask R-CNN of :data:`DETECTOR_CONFIG` with the case's backbone
     (randomly initialised; no pretrained weights are loaded).
 
@@ -308,8 +307,8 @@ def _repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
-def _detector_step(model: torch.nn.Module, case: Case,
-                   device: torch.device, autocast):
+def _detector_step(model: torch.nn.Module, case: Case, device: torch.device,
+                   autocast):
     """A function running one Mask R-CNN training iteration on a fixed
     synthetic batch (random boxes and masks) of ``case.size`` images."""
     from mmdet.testing import demo_mm_inputs

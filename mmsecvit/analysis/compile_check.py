@@ -75,8 +75,8 @@ def check_dynamic_compile(model: torch.nn.Module,
             report.diffs[tuple(size)] = _max_abs_diff(outs, expected)
         if log:
             log(f'{size[0]}x{size[1]}: ' +
-                (report.errors.get(tuple(size)) or
-                 f'max abs diff {report.diffs[tuple(size)]:.2e}'))
+                (report.errors.get(tuple(size))
+                 or f'max abs diff {report.diffs[tuple(size)]:.2e}'))
     report.graphs = counters['stats']['unique_graphs']
     return report
 

@@ -38,6 +38,6 @@ def test_stop_on_error_raises():
 
 def test_dynamic_shapes_need_no_graph_per_size():
     report = check_dynamic_compile(
-        nn.Conv2d(3, 4, 3, padding=1).eval(), [(16, 24), (20, 30),
-                                               (32, 28)], backend='eager')
+        nn.Conv2d(3, 4, 3, padding=1).eval(), [(16, 24), (20, 30), (32, 28)],
+        backend='eager')
     assert report.graphs == 1 and not report.errors

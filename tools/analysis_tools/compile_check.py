@@ -24,18 +24,24 @@ from mmsecvit.testing import TEST_ARCH
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
-        '--arch', default='test',
+        '--arch',
+        default='test',
         help="SecViT arch (t s b l, a dict) or 'test' for the small test "
         'arch')
-    parser.add_argument('--sizes', nargs='+', type=parse_size,
-                        default=[(96, 80), (128, 72), (64, 64)])
-    parser.add_argument('--cluster-mode', default='num_clusters',
-                        choices=MODES)
-    parser.add_argument('--backend', default='inductor',
-                        help="torch.compile backend ('inductor', "
-                        "'aot_eager', ...)")
-    parser.add_argument('--dtype', default='float32',
-                        choices=['float32', 'float64'])
+    parser.add_argument(
+        '--sizes',
+        nargs='+',
+        type=parse_size,
+        default=[(96, 80), (128, 72), (64, 64)])
+    parser.add_argument(
+        '--cluster-mode', default='num_clusters', choices=MODES)
+    parser.add_argument(
+        '--backend',
+        default='inductor',
+        help="torch.compile backend ('inductor', "
+        "'aot_eager', ...)")
+    parser.add_argument(
+        '--dtype', default='float32', choices=['float32', 'float64'])
     return parser.parse_args(argv)
 
 

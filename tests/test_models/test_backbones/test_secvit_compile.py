@@ -26,8 +26,9 @@ CLUSTER_SIZE = 16
 
 def _compile_and_compare(backend, sizes, cluster_mode='num_clusters'):
     torch.manual_seed(0)
-    model = SecViT(arch=TEST_ARCH, cluster_mode=cluster_mode,
-                   cluster_size=CLUSTER_SIZE).double().eval()
+    model = SecViT(
+        arch=TEST_ARCH, cluster_mode=cluster_mode,
+        cluster_size=CLUSTER_SIZE).double().eval()
     report = check_dynamic_compile(
         model, sizes, backend, torch.float64, stop_on_error=True)
     assert report.max_diff < 1e-10
