@@ -166,3 +166,10 @@ def test_bad_option_values(tool, args, fragments, tmp_path):
     if tool.endswith('make_demo_data.py'):
         args += ['--out', str(tmp_path / 'demo')]
     assert_one_clear_message(run(tool, *args, cwd=str(tmp_path)), *fragments)
+
+
+def test_compile_check_unknown_arch():
+    result = run('analysis_tools/compile_check.py', '--arch', 'huge',
+                 '--backend', 'aot_eager')
+    assert_one_clear_message(result, 'compile_check.py: error:',
+                             "Unknown SecViT arch 'huge'")

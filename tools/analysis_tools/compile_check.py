@@ -17,6 +17,7 @@ import torch
 
 from mmsecvit.analysis.benchmark import MODES, parse_size
 from mmsecvit.analysis.compile_check import check_dynamic_compile
+from mmsecvit.engine.cli import add_debug_argument, run_tool
 from mmsecvit.models import SecViT, parse_arch
 from mmsecvit.testing import TEST_ARCH
 
@@ -42,6 +43,7 @@ def parse_args(argv=None):
         "'aot_eager', ...)")
     parser.add_argument(
         '--dtype', default='float32', choices=['float32', 'float64'])
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -57,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)
