@@ -13,7 +13,6 @@ import json
 import math
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from mmsecvit.analysis.mixed_precision import cluster_agreement
 from mmsecvit.datasets.demo import make_demo_data
 from mmsecvit.models import SecViT
 from mmsecvit.models.layers import record_cluster_assignments
-from mmsecvit.testing import randomize_weights
+from mmsecvit.testing import free_port, randomize_weights
 from mmsecvit.testing.archs import TEST_ARCH
 from mmsecvit.utils.collect_env import collect_env
 from mmsecvit.utils.errors import ConfigValueError
@@ -149,12 +148,6 @@ def max_relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 def _format_bytes(num: int) -> str:
     return f'{num / 2**30:.2f} GiB'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def run_python(ctx: CheckContext, args: List[str], log_name: str) -> List[str]:
@@ -488,7 +481,7 @@ def check_mask_rcnn_nccl(ctx: CheckContext) -> List[str]:
                 data_root=osp.join(data, 'coco/')))
     work = osp.join(ctx.work_dir, 'mask_rcnn')
     train = [
-        *distributed_run(_free_port()), 'tools/train.py', config, '--launcher',
+        *distributed_run(free_port()), 'tools/train.py', config, '--launcher',
         'pytorch', '--amp', '--work-dir', work
     ]
     lines = run_python(ctx, train, 'mask_rcnn_train')
@@ -496,7 +489,7 @@ def check_mask_rcnn_nccl(ctx: CheckContext) -> List[str]:
         if not osp.exists(osp.join(work, name)):
             raise CheckFailed(f'no {name} in {work}')
     resume = [
-        *distributed_run(_free_port()), 'tools/train.py', config, '--launcher',
+        *distributed_run(free_port()), 'tools/train.py', config, '--launcher',
         'pytorch', '--amp', '--work-dir', work, '--resume', '--cfg-options',
         'train_cfg.max_epochs=2'
     ]
@@ -508,7 +501,7 @@ def check_mask_rcnn_nccl(ctx: CheckContext) -> List[str]:
                               'to iter_8.pth')
     checkpoint = osp.join(work, 'iter_8.pth')
     test = [
-        *distributed_run(_free_port()), 'tools/test.py', config, checkpoint,
+        *distributed_run(free_port()), 'tools/test.py', config, checkpoint,
         '--launcher', 'pytorch', '--work-dir',
         osp.join(work, 'test')
     ]

@@ -4,7 +4,6 @@ traceback (mmsecvit.engine.cli)."""
 import argparse
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ from mmengine.registry import MODELS
 from mmsecvit.engine.cli import (DEBUG_ENV, USER_ERROR_EXIT_CODE,
                                  add_debug_argument, argument_type,
                                  find_user_error, parse_device, run_tool)
+from mmsecvit.testing import run_ranks
 from mmsecvit.utils.errors import (ConfigKeyError, ConfigValueError,
                                    MissingFileError, MMSecViTUserError,
                                    UnsupportedEnvironmentError)
@@ -200,39 +200,13 @@ def test_parse_device_on_machines_without_and_with_gpus(monkeypatch):
         parse_device('cuda:2')
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def run_two_ranks(failing_ranks: str):
     """Start two gloo ranks of ``failing_ranks.py``; return their
     (returncode, stderr) by rank."""
-    env = dict(
-        os.environ,
-        PYTHONPATH=REPO_ROOT,
-        MASTER_ADDR='127.0.0.1',
-        MASTER_PORT=str(_free_port()),
-        WORLD_SIZE='2',
-        OMP_NUM_THREADS='1')
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     env.pop(DEBUG_ENV, None)
-    procs = [
-        subprocess.Popen([sys.executable, FAILING_RANKS, failing_ranks],
-                         env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank)),
-                         stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE,
-                         text=True) for rank in range(2)
-    ]
-    results = []
-    try:
-        for proc in procs:
-            _, err = proc.communicate(timeout=300)
-            results.append((proc.returncode, err))
-    finally:
-        for proc in procs:
-            proc.kill()
-    return results
+    return [(code, err) for code, _, err in run_ranks(
+        [FAILING_RANKS, failing_ranks], env=env)]
 
 
 def test_distributed_user_error_is_printed_once_and_every_rank_exits():

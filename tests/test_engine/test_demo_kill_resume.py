@@ -20,8 +20,8 @@ import time
 import pytest
 import torch
 from test_dist_train_demo import DEMO_CONFIG, REPO, SMALL_CONFIG
-from test_distributed_resume import _free_port
 
+from mmsecvit.testing import free_port
 from mmsecvit.utils import load_checkpoint_file
 
 # 16 training images, 2 ranks x batch 2 (the demo's; UPerHead's pooling
@@ -60,7 +60,7 @@ def _start(config, work_dir, *args, log_name=None):
     log = open(f'{work_dir}-{log_name or "train"}.log', 'w')
     process = subprocess.Popen(
         command,
-        env=dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1'),
+        env=dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1'),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True)

@@ -3,14 +3,13 @@
 synthetic ADE20K data and the small SecViT arch."""
 import os
 import os.path as osp
-import socket
 import subprocess
 
 import pytest
 import torch
 
 from mmsecvit.datasets.demo import make_demo_data
-from mmsecvit.testing import TEST_ARCH, arch_literal
+from mmsecvit.testing import TEST_ARCH, arch_literal, free_port
 from mmsecvit.utils import load_checkpoint_file
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -39,9 +38,7 @@ def test_two_process_gloo_training_on_demo_data(tmp_path):
         SMALL_CONFIG.format(
             base=DEMO_CONFIG,
             data_root=str(tmp_path / 'data/ade/ADEChallengeData2016')))
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    port = free_port()
     work_dir = tmp_path / 'work'
     result = subprocess.run([
         'bash',

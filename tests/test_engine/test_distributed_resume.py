@@ -9,13 +9,13 @@ checkpoint hook and train loop as ``tools/train.py``.
 import json
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from mmsecvit.testing import free_port
 from mmsecvit.utils import load_checkpoint_file
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -24,19 +24,13 @@ NUM_SAMPLES = 24  # ToyRegressionDataset
 ITERS_PER_EPOCH = NUM_SAMPLES // (2 * 2)  # 2 ranks x batch 2
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _launch(work_dir, *args, **extra_env):
     env = dict(
         os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1', **extra_env)
     command = [
         sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
         '2', '--master_addr', '127.0.0.1', '--master_port',
-        str(_free_port()), TOY_TRAIN,
+        str(free_port()), TOY_TRAIN,
         str(work_dir), '--launcher', 'pytorch', '--auto-scale-lr', *args
     ]
     return subprocess.run(

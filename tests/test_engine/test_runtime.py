@@ -12,6 +12,7 @@ from mmsecvit.engine import prepare_runtime
 from mmsecvit.engine.runtime import (convert_sync_bn,
                                      find_latest_complete_checkpoint,
                                      select_amp)
+from mmsecvit.testing import free_port, run_ranks
 from mmsecvit.utils import CheckpointLoadError
 
 
@@ -159,14 +160,13 @@ print('group alive after prepare_runtime:', dist.is_initialized(), flush=True)
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU path')
 def test_distributed_launch_destroys_the_process_group_at_exit():
-    from test_distributed_resume import _free_port
     env = dict(
         os.environ,
         RANK='0',
         LOCAL_RANK='0',
         WORLD_SIZE='1',
         MASTER_ADDR='127.0.0.1',
-        MASTER_PORT=str(_free_port()))
+        MASTER_PORT=str(free_port()))
     result = subprocess.run([sys.executable, '-c', _EXIT_SCRIPT],
                             env=env,
                             capture_output=True,
@@ -226,33 +226,10 @@ print(f'rank {rank} leaves at', time.time(), flush=True)
 
 
 def _run_two_ranks(*args, timeout=120):
-    from test_distributed_resume import _free_port
-    port = str(_free_port())
-    processes = [
-        subprocess.Popen(
-            [sys.executable, '-c', _FAILING_RANK_SCRIPT, *map(str, args)],
-            env=dict(
-                os.environ,
-                RANK=str(rank),
-                LOCAL_RANK=str(rank),
-                WORLD_SIZE='2',
-                MASTER_ADDR='127.0.0.1',
-                MASTER_PORT=port,
-                OMP_NUM_THREADS='1'),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True) for rank in range(2)
-    ]
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=timeout)[0])
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    return [p.returncode for p in processes], outputs
+    results = run_ranks(['-c', _FAILING_RANK_SCRIPT, *map(str, args)],
+                        timeout=timeout,
+                        merge_stderr=True)
+    return [code for code, _, _ in results], [out for _, out, _ in results]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU path')
