@@ -7,6 +7,7 @@ distributed training, SyncBN, mixed precision) and makes checkpointing and
 resuming safe. Each step is a small function that logs what it changed.
 """
 import atexit
+import contextlib
 import logging
 import os
 import os.path as osp
@@ -177,10 +178,29 @@ def announce_failure() -> None:
     group."""
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return
+    # The store's host (rank 0) may be gone already: the store then raises,
+    # and c10d first writes a C++ stack trace to stderr, which would bury
+    # the one message the user should read under a page of frames.
+    with _stderr_silenced():
+        try:
+            _exit_store().add(_EXIT_FAILED_KEY, 1)
+        except RuntimeError:
+            pass
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Send file descriptor 2 (C++ logs included) to /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        _exit_store().add(_EXIT_FAILED_KEY, 1)
-    except RuntimeError:  # the store's host (rank 0) may be gone already
-        pass
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _exit_store():

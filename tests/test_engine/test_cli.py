@@ -217,6 +217,34 @@ def test_distributed_user_error_is_printed_once_and_every_rank_exits():
     assert 'Traceback' not in err0 + err1
 
 
+_LATE_FAILURE_SCRIPT = """
+import sys, time
+import torch.distributed as torch_dist
+from mmsecvit.engine.cli import run_tool
+from mmsecvit.utils.errors import ConfigValueError
+
+def main():
+    torch_dist.init_process_group('gloo')
+    rank = torch_dist.get_rank()
+    time.sleep(3 * rank)  # rank 0, the store's host, is gone by then
+    raise ConfigValueError(f'bad value on rank {rank}; fix it')
+
+run_tool(main)
+"""
+
+
+def test_a_rank_failing_after_rank_0_left_prints_nothing():
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    env.pop(DEBUG_ENV, None)
+    (rc0, _, err0), (rc1, _, err1) = run_ranks(['-c', _LATE_FAILURE_SCRIPT],
+                                               env=env)
+    assert rc0 == rc1 == USER_ERROR_EXIT_CODE
+    assert err0.count('bad value on rank 0') == 1
+    # Telling the others about the failure fails without the store's host;
+    # c10d's C++ stack trace must not reach the user.
+    assert err1 == ''
+
+
 def test_rank_failing_alone_does_not_leave_the_others_hanging():
     """Rank 1 fails while rank 0 waits for it in a collective: rank 1 exits
     at once, which ends rank 0's wait with an error (the launcher would
