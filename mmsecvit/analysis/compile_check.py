@@ -4,11 +4,15 @@ does it still compute what it computes eagerly?
 
 :func:`check_dynamic_compile` runs ``torch.compile(model, dynamic=True)``
 on a series of input sizes and reports, per size, the largest difference
-from the eager outputs or the error that compiling raised, and the number
-of graphs Dynamo built (each recompilation adds one).
+from the eager outputs or the error that compiling raised, the time of the
+first compiled call (which includes compiling when the size needs a new
+graph) and, on request, the eager and compiled latency; and the number of
+graphs Dynamo built (each recompilation adds one).
 """
+import statistics
+import time
 from dataclasses import dataclass, field
-from typing import Dict, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import torch
 import torch._dynamo
@@ -23,10 +27,17 @@ class CompileReport:
         graphs (int): Graphs Dynamo built over all sizes.
         diffs (dict): Size -> largest absolute difference from eager.
         errors (dict): Size -> the error compiling or running raised.
+        first_call_s (dict): Size -> seconds of the first compiled call
+            (compiling included when the size needed a new graph).
+        eager_s, compiled_s (dict): Size -> median seconds of a forward,
+            eager and compiled (only with ``repeats``).
     """
     graphs: int = 0
     diffs: Dict[Tuple[int, int], float] = field(default_factory=dict)
     errors: Dict[Tuple[int, int], str] = field(default_factory=dict)
+    first_call_s: Dict[Tuple[int, int], float] = field(default_factory=dict)
+    eager_s: Dict[Tuple[int, int], float] = field(default_factory=dict)
+    compiled_s: Dict[Tuple[int, int], float] = field(default_factory=dict)
 
     @property
     def max_diff(self) -> float:
@@ -38,7 +49,8 @@ def check_dynamic_compile(model: torch.nn.Module,
                           backend: str = 'inductor',
                           dtype: torch.dtype = torch.float32,
                           stop_on_error: bool = False,
-                          log=None) -> CompileReport:
+                          log=None,
+                          repeats: int = 0) -> CompileReport:
     """Compile ``model`` with ``dynamic=True`` and run it on each size.
 
     Dynamo's caches are reset first, so the graph count is this model's.
@@ -55,6 +67,8 @@ def check_dynamic_compile(model: torch.nn.Module,
         stop_on_error (bool): Raise the first error instead of recording
             it.
         log (callable, optional): Called with a line per size.
+        repeats (int): Timed forwards per size, eager and compiled in
+            turn, after the first compiled call (0: no timing).
     """
     torch._dynamo.reset()
     counters.clear()
@@ -62,23 +76,58 @@ def check_dynamic_compile(model: torch.nn.Module,
     report = CompileReport()
     device = next(model.parameters()).device
     for size in sizes:
+        size = tuple(size)
         x = torch.rand(1, 3, *size, dtype=dtype, device=device)
         try:
             with torch.no_grad():
                 expected = _as_tuple(model(x))
+                start = time.perf_counter()
                 outs = _as_tuple(compiled(x))
+                report.first_call_s[size] = _elapsed(start, device)
+                if repeats > 0:
+                    report.eager_s[size], report.compiled_s[size] = (
+                        _median_latencies([model, compiled], x, repeats))
         except Exception as error:  # noqa: B902 (reported per size)
             if stop_on_error:
                 raise
-            report.errors[tuple(size)] = f'{type(error).__name__}: {error}'
+            report.errors[size] = f'{type(error).__name__}: {error}'
         else:
-            report.diffs[tuple(size)] = _max_abs_diff(outs, expected)
+            report.diffs[size] = _max_abs_diff(outs, expected)
         if log:
-            log(f'{size[0]}x{size[1]}: ' +
-                (report.errors.get(tuple(size))
-                 or f'max abs diff {report.diffs[tuple(size)]:.2e}'))
+            log(_size_line(report, size))
     report.graphs = counters['stats']['unique_graphs']
     return report
+
+
+def _elapsed(start: float, device: torch.device) -> float:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _median_latencies(models: Sequence[Callable], x: torch.Tensor,
+                      repeats: int) -> Tuple[float, ...]:
+    """Median seconds of a forward of each model, the models run in turn
+    (so that drift of the machine affects them alike)."""
+    times = [[] for _ in models]
+    for _ in range(repeats):
+        for model, record in zip(models, times):
+            start = time.perf_counter()
+            model(x)
+            record.append(_elapsed(start, x.device))
+    return tuple(statistics.median(record) for record in times)
+
+
+def _size_line(report: CompileReport, size: Tuple[int, int]) -> str:
+    line = f'{size[0]}x{size[1]}: '
+    if size in report.errors:
+        return line + report.errors[size]
+    line += (f'max abs diff {report.diffs[size]:.2e}, first call '
+             f'{report.first_call_s[size]:.1f} s')
+    if size in report.compiled_s:
+        line += (f', eager {report.eager_s[size]:.3f} s, compiled '
+                 f'{report.compiled_s[size]:.3f} s')
+    return line
 
 
 def _as_tuple(outs) -> Tuple[torch.Tensor, ...]:

@@ -10,6 +10,9 @@ Examples:
     # SecViT-S, float32, several detection sizes:
     python tools/analysis_tools/compile_check.py --arch s \
         --sizes 800x1333 640x960 768x1024
+    # ... with compile time, eager and compiled latency (5 runs each):
+    python tools/analysis_tools/compile_check.py --arch s --threads 2 \
+        --sizes 512x512 640x640 --cluster-mode cluster_size --repeats 5
 """
 import argparse
 
@@ -20,6 +23,7 @@ from mmsecvit.analysis.compile_check import check_dynamic_compile
 from mmsecvit.engine.cli import add_debug_argument, run_tool
 from mmsecvit.models import SecViT, parse_arch
 from mmsecvit.testing import TEST_ARCH
+from mmsecvit.utils.errors import ConfigValueError
 
 
 def parse_args(argv=None):
@@ -43,6 +47,17 @@ def parse_args(argv=None):
         "'aot_eager', ...)")
     parser.add_argument(
         '--dtype', default='float32', choices=['float32', 'float64'])
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        default=0,
+        help='timed forwards per size, eager and compiled in turn, after '
+        'the first compiled call (0: report the first call only)')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help='torch.set_num_threads for the run (default: torch\'s)')
     add_debug_argument(parser)
     return parser.parse_args(argv)
 
@@ -50,11 +65,21 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     arch = TEST_ARCH if args.arch == 'test' else parse_arch(args.arch)
+    if args.repeats < 0:
+        raise ConfigValueError(
+            f'--repeats must be 0 or more, got {args.repeats}.')
     dtype = getattr(torch, args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = SecViT(arch=arch, cluster_mode=args.cluster_mode).to(dtype)
     report = check_dynamic_compile(
-        model.eval(), args.sizes, args.backend, dtype, log=print)
+        model.eval(),
+        args.sizes,
+        args.backend,
+        dtype,
+        log=print,
+        repeats=args.repeats)
     print(f'graphs: {report.graphs}, failed sizes: {len(report.errors)}')
 
 

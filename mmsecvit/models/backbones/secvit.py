@@ -14,7 +14,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
@@ -25,19 +24,12 @@ from mmsecvit.registry import MODELS
 from mmsecvit.utils.errors import (ConfigKeyError, ConfigTypeError,
                                    ConfigValueError)
 from ..layers import (BATCH_NORMS, LayerNorm2d, RoPE2d, SECAttention,
-                      conv_norm, conv_plus_identity)
+                      conv2d_add_, conv2d_gelu, conv_norm, conv_plus_identity,
+                      scaled_conv_params)
 from ..layers.activation_checkpoint import (check_selective_checkpoint_support,
                                             selective_checkpoint_context)
 from .secvit_weights import (CheckpointMismatchError, check_compatible,
                              load_pretrained_backbone)
-
-
-def gelu(x: torch.Tensor) -> torch.Tensor:
-    """GELU, computed in place when no gradient will flow through it
-    (inference): one large map less to allocate at high resolution."""
-    if x.requires_grad:
-        return F.gelu(x)
-    return torch.ops.aten.gelu_(x)
 
 
 class ConvStem(nn.Module):
@@ -69,13 +61,13 @@ class ConvStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # ``self.proj(x)``, with eval-mode BN folded into the convolutions
-        # and GELU in place where possible.
-        modules = iter(self.proj)
-        for module in modules:
+        # and GELU fused into them (or in place) where possible.
+        modules = list(self.proj)
+        for i, module in enumerate(modules):
             if isinstance(module, nn.Conv2d):
-                x = conv_norm(module, next(modules), x)
-            else:
-                x = gelu(x)
+                activated = i + 2 < len(modules) and isinstance(
+                    modules[i + 2], nn.GELU)
+                x = conv_norm(module, modules[i + 1], x, gelu=activated)
         return x
 
 
@@ -113,10 +105,30 @@ class ConvFFN(nn.Module):
             hidden_dims, hidden_dims, 3, padding=1, groups=hidden_dims)
         self.fc2 = nn.Conv2d(hidden_dims, embed_dims, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = gelu(self.fc1(x))
+    def forward(self,
+                x: torch.Tensor,
+                identity: Optional[torch.Tensor] = None,
+                scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """
+        Args:
+            x (Tensor): Input map (B, C, H, W).
+            identity (Tensor, optional): If given, the result is
+                ``identity + scale * ffn(x)``, computed in ``identity``'s
+                memory (overwriting it) where the fused CPU inference
+                kernels apply (see
+                :mod:`~mmsecvit.models.layers.cpu_fusion`).
+            scale (Tensor, optional): Per-channel factors (1, C, 1, 1) of
+                the output (the layer scale); only with ``identity``.
+
+        Returns:
+            Tensor: ``ffn(x)``, or the sum described above.
+        """
+        x = conv2d_gelu(x, self.fc1.weight, self.fc1.bias)
         x = conv_plus_identity(self.dwconv, x)  # x + dwconv(x)
-        return self.fc2(x)
+        if identity is None:
+            return self.fc2(x)
+        weight, bias = scaled_conv_params(self.fc2, scale)
+        return conv2d_add_(identity, x, weight, bias)
 
 
 class SecViTBlock(nn.Module):
@@ -165,6 +177,14 @@ class SecViTBlock(nn.Module):
     def forward(self, x: torch.Tensor, sin: torch.Tensor,
                 cos: torch.Tensor) -> torch.Tensor:
         x = conv_plus_identity(self.pos, x)  # x + pos(x)
+        if not (self.training or torch.is_grad_enabled()):
+            # Inference: the residual sums (and layer scales) go into the
+            # branches' last convolutions, fused on CPU where possible.
+            # ``x`` is this block's own tensor, so it may be overwritten.
+            gamma_1 = self.gamma_1 if self.layer_scale else None
+            gamma_2 = self.gamma_2 if self.layer_scale else None
+            x = self.attn(self.norm1(x), sin, cos, identity=x, scale=gamma_1)
+            return self.ffn(self.norm2(x), identity=x, scale=gamma_2)
         attn = self.attn(self.norm1(x), sin, cos)
         if self.layer_scale:
             attn = self.gamma_1 * attn

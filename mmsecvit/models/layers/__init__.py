@@ -1,6 +1,9 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-from .conv_fusion import conv_norm, conv_plus_identity
+from .conv_fusion import (conv_norm, conv_plus_identity, fold_conv_norm,
+                          scaled_conv_params)
 from .norm import BATCH_NORMS, LayerNorm2d, batch_norm
+from .cpu_fusion import (conv2d_add_, conv2d_gelu, fusion_applies,
+                         onednn_fusion)
 from .rope import RoPE2d, apply_rope
 from .sec_attention import (SECAttention, clustered_attention,
                             clustered_attention_traceable,
@@ -11,5 +14,6 @@ __all__ = [
     'BATCH_NORMS', 'LayerNorm2d', 'RoPE2d', 'batch_norm', 'apply_rope',
     'SECAttention', 'clustered_attention', 'clustered_attention_traceable',
     'conv_norm', 'conv_plus_identity', 'record_cluster_assignments',
-    'resolve_cluster_length', 'sec_order'
+    'resolve_cluster_length', 'sec_order', 'conv2d_add_', 'conv2d_gelu',
+    'fold_conv_norm', 'fusion_applies', 'onednn_fusion', 'scaled_conv_params'
 ]

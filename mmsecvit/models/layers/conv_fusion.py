@@ -7,11 +7,14 @@ allocate. The parameters of the modules, and the gradients they receive,
 are the same as for the two modules in sequence; results differ by
 rounding only.
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .norm import BATCH_NORMS, batch_norm
+from .cpu_fusion import conv2d_gelu
 
 
 def conv_plus_identity(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -44,28 +47,37 @@ def conv_plus_identity(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, weight, conv.bias, 1, conv.padding, 1, conv.groups)
 
 
-def conv_norm(conv: nn.Conv2d, norm: nn.Module,
-              x: torch.Tensor) -> torch.Tensor:
-    """Compute ``norm(conv(x))``, with a BatchNorm that normalises by its
-    running statistics (eval mode) folded into the convolution.
+def scaled_conv_params(conv: nn.Conv2d,
+                       scale: Optional[torch.Tensor] = None) -> tuple:
+    """Weight and bias of ``conv`` with its output channels multiplied by
+    ``scale`` (shape (1, C, 1, 1), e.g. a layer scale), so that one
+    convolution computes ``scale * conv(x)``; unchanged if ``scale`` is
+    None."""
+    if scale is None:
+        return conv.weight, conv.bias
+    scale = scale.reshape(-1)
+    bias = None if conv.bias is None else conv.bias * scale
+    return conv.weight * scale.reshape(-1, 1, 1, 1), bias
+
+
+def fold_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> Optional[tuple]:
+    """Weight and bias of one convolution computing ``norm(conv(x))``, for
+    a BatchNorm that normalises by its running statistics (eval mode).
 
     In eval mode a BatchNorm is a per-channel affine map, so it can scale
-    the kernel and shift the bias instead. In training mode (batch
-    statistics), or for other norm layers, both modules run as they are
-    (mmcv's SyncBatchNorm on an NCHW copy, see
-    :func:`~mmsecvit.models.layers.norm.batch_norm`).
+    the kernel and shift the bias instead.
 
     Args:
         conv (nn.Conv2d): The convolution.
         norm (nn.Module): The norm layer after it.
-        x (Tensor): Input map.
 
     Returns:
-        Tensor: ``norm(conv(x))``.
+        tuple[Tensor, Tensor] | None: The folded weight and bias, or None
+        when ``norm`` cannot be folded (training mode, or another norm).
     """
     if not (isinstance(norm, BATCH_NORMS) and not norm.training
             and norm.running_mean is not None):
-        return batch_norm(norm, conv(x))
+        return None
     scale = torch.rsqrt(norm.running_var + norm.eps)
     if norm.weight is not None:
         scale = scale * norm.weight
@@ -74,6 +86,39 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module,
         shift = shift + conv.bias * scale
     if norm.bias is not None:
         shift = shift + norm.bias
-    weight = conv.weight * scale.reshape(-1, 1, 1, 1)
-    return F.conv2d(x, weight, shift, conv.stride, conv.padding,
-                    conv.dilation, conv.groups)
+    return conv.weight * scale.reshape(-1, 1, 1, 1), shift
+
+
+def conv_norm(conv: nn.Conv2d,
+              norm: nn.Module,
+              x: torch.Tensor,
+              gelu: bool = False) -> torch.Tensor:
+    """Compute ``norm(conv(x))`` (then GELU if ``gelu``), with a BatchNorm
+    in eval mode folded into the convolution (see :func:`fold_conv_norm`).
+
+    Folded, the GELU runs in the convolution's epilogue where
+    :mod:`~mmsecvit.models.layers.cpu_fusion` applies. In training mode
+    (batch statistics), or for other norm layers, the modules run as they
+    are (mmcv's SyncBatchNorm on an NCHW copy, see
+    :func:`~mmsecvit.models.layers.norm.batch_norm`).
+
+    Args:
+        conv (nn.Conv2d): The convolution.
+        norm (nn.Module): The norm layer after it.
+        x (Tensor): Input map.
+        gelu (bool): Whether to apply the exact GELU after the norm.
+
+    Returns:
+        Tensor: ``norm(conv(x))``, activated if ``gelu``.
+    """
+    folded = fold_conv_norm(conv, norm)
+    if folded is None:
+        out = batch_norm(norm, conv(x))
+        if not gelu:
+            return out
+        return F.gelu(out) if out.requires_grad else torch.ops.aten.gelu_(out)
+    if gelu:
+        return conv2d_gelu(x, *folded, conv.stride, conv.padding,
+                           conv.dilation, conv.groups)
+    return F.conv2d(x, *folded, conv.stride, conv.padding, conv.dilation,
+                    conv.groups)

@@ -33,6 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmsecvit.utils.errors import ConfigValueError
+from .conv_fusion import scaled_conv_params
+from .cpu_fusion import conv2d_add_, fusion_applies
 from .rope import apply_rope
 
 CLUSTER_MODES = ('num_clusters', 'cluster_size')
@@ -135,19 +137,55 @@ def rope_qk(qkv: torch.Tensor, sin: torch.Tensor,
         contiguous.
     """
     sin, cos = sin.to(qkv.dtype), cos.to(qkv.dtype)
-    # ONNX has no complex type, and Inductor generates no code for complex
-    # operators: an export or a graph being compiled takes the real path.
-    if (qkv.dtype in (torch.float32, torch.float64)
-            and not torch.onnx.is_in_onnx_export()
-            and not torch.compiler.is_compiling()):
-        # Both channels of a pair share one angle (RoPE2d repeats each).
-        rotation = torch.complex(cos[:, 0::2], sin[:, 0::2])  # (N, d/2)
+    if _complex_rope_applies(qkv):
+        rotation = _rotation(sin, cos)  # (N, d/2)
         table = torch.stack(
             [rotation, rotation, torch.ones_like(rotation)], dim=1)
         pairs = torch.view_as_complex(qkv.unflatten(-1, (-1, 2)))
         return torch.view_as_real(pairs * table).flatten(-2)
     rotated = apply_rope(qkv[..., :2, :], sin[:, None], cos[:, None])
     return torch.cat([rotated, qkv[..., 2:, :]], dim=-2)
+
+
+def rope_qk_(qkv: torch.Tensor, sin: torch.Tensor,
+             cos: torch.Tensor) -> torch.Tensor:
+    """:func:`rope_qk` in place, for inference: q and k of ``qkv`` are
+    rotated where they are, v is not touched (no copy of v, no new tensor).
+
+    The rotation is the same complex product as in :func:`rope_qk` (a
+    strided kernel may round the last bit differently). Where that product
+    is not taken (other dtypes, export, compilation) or a gradient is
+    recorded, this returns :func:`rope_qk` instead and leaves ``qkv``
+    unchanged.
+
+    Args:
+        qkv (Tensor): Shape (B, heads, N, 3, head_dims); the last dimension
+            contiguous. Overwritten in place.
+        sin, cos (Tensor): RoPE tables (N, head_dims).
+
+    Returns:
+        Tensor: ``qkv`` with q and k rotated.
+    """
+    if torch.is_grad_enabled() or not _complex_rope_applies(qkv):
+        return rope_qk(qkv, sin, cos)
+    rotation = _rotation(sin.to(qkv.dtype), cos.to(qkv.dtype))
+    pairs = torch.view_as_complex(qkv[..., :2, :].unflatten(-1, (-1, 2)))
+    pairs.mul_(rotation[:, None])  # (B, heads, N, 2, d/2) by (N, 1, d/2)
+    return qkv
+
+
+def _complex_rope_applies(qkv: torch.Tensor) -> bool:
+    # ONNX has no complex type, and Inductor generates no code for complex
+    # operators: an export or a graph being compiled takes the real path.
+    return (qkv.dtype in (torch.float32, torch.float64)
+            and not torch.onnx.is_in_onnx_export()
+            and not torch.compiler.is_compiling())
+
+
+def _rotation(sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """``cos + i sin`` per channel pair, (N, head_dims / 2): both channels
+    of a pair share one angle (RoPE2d repeats each)."""
+    return torch.complex(cos[:, 0::2], sin[:, 0::2])
 
 
 def _row_index(order: torch.Tensor, token_major: bool) -> torch.Tensor:
@@ -358,15 +396,26 @@ class SECAttention(nn.Module):
                 f'{self.num_clusters}, cluster_mode={self.cluster_mode}, '
                 f'cluster_size={self.cluster_size}')
 
-    def forward(self, x: torch.Tensor, sin: torch.Tensor,
-                cos: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor,
+                sin: torch.Tensor,
+                cos: torch.Tensor,
+                identity: Optional[torch.Tensor] = None,
+                scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Args:
             x (Tensor): Input map (B, C, H, W).
             sin, cos (Tensor): RoPE tables (H*W, head_dims).
+            identity (Tensor, optional): If given, the result is
+                ``identity + scale * attn(x)``, computed in ``identity``'s
+                memory (overwriting it) where the fused CPU inference
+                kernels apply (see
+                :mod:`~mmsecvit.models.layers.cpu_fusion`).
+            scale (Tensor, optional): Per-channel factors (1, C, 1, 1) of
+                the output (the layer scale); only with ``identity``.
 
         Returns:
-            Tensor: Output map (B, C, H, W).
+            Tensor: Output map (B, C, H, W), or the sum described above.
         """
         b, c, h, w = x.shape
         n, d = h * w, c // self.num_heads
@@ -377,8 +426,13 @@ class SECAttention(nn.Module):
         # (B, N, heads, 3, d); a view when qkv is channels-last.
         tokens = qkv.permute(0, 2, 3, 1).reshape(b, n, self.num_heads, 3, d)
         v = tokens[..., 2, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
-        lepe = self.lepe(v)
-        qkv = rope_qk(tokens.transpose(1, 2), sin, cos)  # (B, heads, N, 3, d)
+        fused = fusion_applies(x)
+        # With the fusion, LePE is added to the attention's output by the
+        # LePE convolution itself, below; q and k are rotated in place
+        # (without a gradient; v, read by LePE, is not touched).
+        lepe = None if fused else self.lepe(v)
+        # (B, heads, N, 3, d)
+        qkv = rope_qk_(tokens.transpose(1, 2), sin, cos)
 
         if torch.onnx.is_in_onnx_export():
             # No cluster records: a graph has no Python side effects.
@@ -396,7 +450,17 @@ class SECAttention(nn.Module):
         # (B, heads, N, d) -> channels-last (B, C, H, W); free when ``out``
         # is token-major in memory.
         out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
-        return self.out_proj(out + lepe)
+        if fused:
+            # ``out`` is a new tensor of this call: summed into in place.
+            out = conv2d_add_(out, v, self.lepe.weight, self.lepe.bias,
+                              padding=self.lepe.padding,
+                              groups=self.lepe.groups)
+        else:
+            out = out + lepe
+        if identity is None:
+            return self.out_proj(out)
+        weight, bias = scaled_conv_params(self.out_proj, scale)
+        return conv2d_add_(identity, out, weight, bias)
 
     def _qkv_weights_by_head(self) -> tuple:
         """Weight and bias of ``qkv`` with the output channels reordered from

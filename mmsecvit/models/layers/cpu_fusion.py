@@ -1,0 +1,145 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Convolutions with their element-wise epilogue fused, for CPU inference.
+
+oneDNN, the library behind PyTorch's CPU convolutions, can apply an
+activation to a convolution's output, or add the output to another map,
+while the output is still in cache (its "post-ops"). That saves a pass over
+the map per fused operation and, when the sum is written into the other map
+in place, the allocation of a new one. At dense-prediction resolutions on a
+CPU these passes are bound by memory bandwidth, so they are a sizeable share
+of the time (GELU, the LePE sum and two residual sums per block).
+
+PyTorch exposes the fused kernels as
+``torch.ops.mkldnn._convolution_pointwise`` (the operators Inductor's CPU
+backend emits). They have no autograd formula, so they are used only where
+nothing records a gradient, only for float32
+CPU tensors (oneDNN has no float64 kernels; the float64 equivalence tests
+therefore run the unfused code, which these functions fall back to), and
+never while a graph is traced, compiled or exported, or under autocast.
+Results equal the unfused operations up to float32 rounding (the sum is
+computed in the convolution's accumulator instead of after it).
+
+Use :func:`onednn_fusion` to switch the fusion off, e.g. to compare.
+"""
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+_IntPair = Union[int, Sequence[int]]
+
+#: Whether the fused kernels may be used (see :func:`onednn_fusion`).
+_enabled = True
+
+
+def _onednn_ops_available() -> bool:
+    mkldnn = getattr(torch.ops, 'mkldnn', None)
+    try:
+        return (torch.backends.mkldnn.is_available()
+                and hasattr(mkldnn, '_convolution_pointwise')
+                and hasattr(mkldnn, '_convolution_pointwise_'))
+    except (AttributeError, RuntimeError):  # a build without the ops
+        return False
+
+
+_OPS_AVAILABLE = _onednn_ops_available()
+
+
+@contextmanager
+def onednn_fusion(enabled: bool) -> Iterator[None]:
+    """Allow (``True``, the default outside this context) or forbid the
+    fused CPU inference kernels within the context.
+
+    Examples:
+        >>> with onednn_fusion(False):
+        ...     outs = model(images)  # the plain operations
+    """
+    global _enabled
+    previous, _enabled = _enabled, enabled
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def fusion_applies(x: torch.Tensor) -> bool:
+    """Whether the fused kernels will be used for the input ``x``.
+
+    True for a float32 CPU tensor when no gradient is recorded, no graph is
+    traced, compiled or exported, CPU autocast is off, oneDNN is available
+    and :func:`onednn_fusion` has not switched the fusion off.
+    """
+    return (_enabled and _OPS_AVAILABLE and x.device.type == 'cpu'
+            and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and torch.backends.mkldnn.enabled
+            and not torch.is_autocast_enabled('cpu')
+            and not torch.jit.is_tracing()
+            and not torch.onnx.is_in_onnx_export()
+            and not torch.compiler.is_compiling())
+
+
+def _pair(value: _IntPair) -> list:
+    return [value, value] if isinstance(value, int) else list(value)
+
+
+def conv2d_gelu(x: torch.Tensor,
+                weight: torch.Tensor,
+                bias: Optional[torch.Tensor],
+                stride: _IntPair = 1,
+                padding: _IntPair = 0,
+                dilation: _IntPair = 1,
+                groups: int = 1) -> torch.Tensor:
+    """``gelu(conv2d(x))`` (the exact, erf-based GELU of ``nn.GELU()``).
+
+    Args:
+        x (Tensor): Input map (B, C, H, W).
+        weight, bias (Tensor): Parameters of the convolution.
+        stride, padding, dilation, groups: As for
+            :func:`torch.nn.functional.conv2d`.
+
+    Returns:
+        Tensor: The activated output, in the memory format a plain
+        convolution would give.
+    """
+    if fusion_applies(x):
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, weight, bias, _pair(padding), _pair(stride), _pair(dilation),
+            groups, 'gelu', [], 'none')
+    out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    if out.requires_grad:
+        return F.gelu(out)
+    return torch.ops.aten.gelu_(out)  # no copy when nothing needs the input
+
+
+def conv2d_add_(identity: torch.Tensor,
+                x: torch.Tensor,
+                weight: torch.Tensor,
+                bias: Optional[torch.Tensor],
+                padding: _IntPair = 0,
+                groups: int = 1) -> torch.Tensor:
+    """``identity + conv2d(x)`` for a stride-1 convolution, written into
+    ``identity`` when the fused kernel applies.
+
+    The caller must own ``identity``: with the fusion it is overwritten by
+    the sum (and returned). Without it (gradients recorded, float64, ...)
+    the sum is a new tensor and ``identity`` is left unchanged, so autograd
+    sees ordinary out-of-place operations.
+
+    Args:
+        identity (Tensor): The map to add to, of the output's shape.
+        x (Tensor): Input map of the convolution.
+        weight, bias (Tensor): Parameters of the convolution.
+        padding, groups: As for :func:`torch.nn.functional.conv2d`
+            (stride and dilation 1).
+
+    Returns:
+        Tensor: The sum.
+    """
+    if fusion_applies(x) and fusion_applies(identity) and (
+            identity.is_contiguous()
+            or identity.is_contiguous(memory_format=torch.channels_last)):
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            identity, x, weight, bias, _pair(padding), [1, 1], [1, 1],
+            groups, 'add', None, None, [], None)
+    return identity + F.conv2d(x, weight, bias, 1, padding, 1, groups)
