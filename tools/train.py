@@ -14,6 +14,7 @@ from mmsecvit.engine.preflight import (check_dataset_paths,
                                        check_pretrained_paths)
 from mmsecvit.engine.tool_config import (build_runner, enable_amp,
                                          enable_auto_scale_lr,
+                                         enable_compile_support,
                                          enable_preemption, load_config,
                                          register_codebase,
                                          resume_after_requeue, set_resume)
@@ -67,6 +68,7 @@ def main():
         enable_auto_scale_lr(cfg)
     if not args.no_preemption:
         enable_preemption(cfg)
+    enable_compile_support(cfg)
     set_resume(cfg, resume_after_requeue(args.resume))
 
     runner = build_runner(cfg, args.launcher)

@@ -595,6 +595,10 @@ def parse_size(text: str) -> Tuple[int, int]:
     return parts[0], parts[1]
 
 
+#: Activation checkpointing modes of the training cases.
+WITH_CP_MODES = (False, 'selective', True)
+
+
 def build_cases(archs: Sequence[object],
                 sizes: Sequence[Tuple[int, int]],
                 modes: Sequence[str] = MODES,
@@ -606,6 +610,7 @@ def build_cases(archs: Sequence[object],
                 amps: Sequence[Optional[str]] = (None, ),
                 compiles: Sequence[bool] = (False, ),
                 det_train_sizes: Sequence[Tuple[int, int]] = (),
+                train_with_cp: Sequence[Union[bool, str]] = WITH_CP_MODES,
                 **common) -> List[Case]:
     """All cases of a benchmark run, in table order.
 
@@ -630,6 +635,8 @@ def build_cases(archs: Sequence[object],
         amps: Autocast dtypes (None: fp32, 'bf16', 'fp16').
         compiles: ``torch.compile`` off (False) and/or on (True).
         det_train_sizes: Input sizes of Mask R-CNN training iterations.
+        train_with_cp: Activation checkpointing of the training cases:
+            any of False, 'selective' (SecViT only) and True.
         runtime (str): 'pytorch', or 'onnxruntime' to add, after the eager
             rows of each size, Swin-T and the SecViT archs in every mode
             run by ONNX Runtime (inference only).
@@ -647,6 +654,10 @@ def build_cases(archs: Sequence[object],
     if runtime not in RUNTIMES:
         raise ConfigValueError(f'Unknown runtime {runtime!r}; use one of '
                                f'{RUNTIMES}.')
+    for with_cp in train_with_cp:
+        if with_cp not in WITH_CP_MODES:
+            raise ConfigValueError(
+                f'Unknown with_cp {with_cp!r}; use any of {WITH_CP_MODES}.')
     cases = []
     for size in sizes:
         if swin:
@@ -668,7 +679,7 @@ def build_cases(archs: Sequence[object],
                              **onnx_common))
     train_common = dict(common, batch=train_batch)
     for size in train_sizes:
-        for with_cp in (False, 'selective', True):
+        for with_cp in train_with_cp:
             if swin and with_cp != 'selective':
                 cases.append(Case(model='swin-t', size=size, task='train',
                                   with_cp=with_cp, **train_common))

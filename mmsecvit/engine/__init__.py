@@ -1,5 +1,6 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-from .hooks import ClusterVisHook, PreemptionHook, ResumableCheckpointHook
+from .hooks import (ClusterVisHook, PlainParamGroupsHook, PreemptionHook,
+                    ResumableCheckpointHook)
 from .loops import ResumableEpochBasedTrainLoop
 from .model_wrappers import DeviceAwareDistributedDataParallel
 from .optim_wrappers import BF16AutocastOptimWrapper
@@ -12,7 +13,8 @@ from .runtime import (abort_distributed, prepare_runtime,
 __all__ = [
     'BF16AutocastOptimWrapper', 'ClusterVisHook', 'DatasetNotFoundError',
     'DeviceAwareDistributedDataParallel',
-    'LayerDecayOptimWrapperConstructor', 'PreemptionHook',
+    'LayerDecayOptimWrapperConstructor', 'PlainParamGroupsHook',
+    'PreemptionHook',
     'PretrainedNotFoundError', 'ResumableCheckpointHook',
     'ResumableEpochBasedTrainLoop', 'abort_distributed', 'check_dataset_paths',
     'check_pretrained_paths', 'prepare_runtime', 'shutdown_distributed'

@@ -351,6 +351,30 @@ def results_dump_metric(codebase: str, out: str):
     return Dump(out_file_path=out)
 
 
+def compile_enabled(cfg: Config) -> bool:
+    """Whether the config asks MMEngine's Runner to ``torch.compile`` the
+    model (``compile = True`` or a dict without ``disable=True``)."""
+    option = cfg.get('compile')
+    if isinstance(option, dict):
+        return not option.get('disable', False)
+    return bool(option)
+
+
+def enable_compile_support(cfg: Config) -> None:
+    """Add :class:`~mmsecvit.engine.PlainParamGroupsHook` to a config that
+    sets ``compile`` (unless it has one), so that the compiled
+    ``train_step`` can trace the optimizer step."""
+    if not compile_enabled(cfg):
+        return
+    custom_hooks = cfg.get('custom_hooks') or []
+    if any(_type_name(hook) == 'PlainParamGroupsHook'
+           for hook in custom_hooks):
+        return
+    cfg.custom_hooks = [
+        *custom_hooks, dict(type='mmsecvit.PlainParamGroupsHook')
+    ]
+
+
 def build_runner(cfg: Config, launcher: str = 'none'):
     """Prepare the runtime for this machine and build the Runner.
 

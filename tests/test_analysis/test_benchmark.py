@@ -27,6 +27,17 @@ def test_build_cases_puts_swin_first_and_adds_training_cases():
     assert all(c.batch == 2 and c.impl == 'fast' for c in train)
 
 
+def test_training_cases_can_be_limited_to_some_checkpointing_modes():
+    cases = build_cases(['small'], [], modes=['cluster_size'],
+                        train_sizes=[(64, 64)],
+                        train_with_cp=[False, 'selective'])
+    assert [(c.model, c.with_cp) for c in cases] == [
+        ('swin-t', False), ('secvit', False), ('secvit', 'selective')]
+    with pytest.raises(ValueError, match='Unknown with_cp'):
+        build_cases(['small'], [], train_sizes=[(64, 64)],
+                    train_with_cp=['some'])
+
+
 def test_build_cases_rejects_an_unknown_mode():
     with pytest.raises(ValueError, match='Unknown mode'):
         build_cases(['small'], [(224, 224)], modes=['clusters'])

@@ -32,6 +32,10 @@ from mmsecvit.engine.cli import (add_debug_argument, argument_type,
 from mmsecvit.models import parse_arch
 
 
+#: --train-with-cp names and the ``with_cp`` values they stand for.
+WITH_CP_CHOICES = {'none': False, 'selective': 'selective', 'full': True}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
@@ -49,6 +53,13 @@ def parse_args(argv=None):
         help='input sizes of training cases (forward + backward, '
         'with and without activation checkpointing)')
     parser.add_argument('--train-batch', type=int, default=2)
+    parser.add_argument(
+        '--train-with-cp',
+        nargs='+',
+        default=['none', 'selective', 'full'],
+        choices=list(WITH_CP_CHOICES),
+        help='activation checkpointing of the training cases (selective: '
+        'SecViT only; Swin-T runs the others)')
     parser.add_argument('--modes', nargs='+', default=list(MODES),
                         choices=MODES)
     parser.add_argument('--impls', nargs='+', default=list(IMPLS),
@@ -117,6 +128,7 @@ def main(argv=None):
         amps=[None if amp == 'none' else amp for amp in args.amp],
         compiles=[value == 'on' for value in args.compile],
         det_train_sizes=args.det_train_sizes,
+        train_with_cp=[WITH_CP_CHOICES[name] for name in args.train_with_cp],
         count_macs=not args.no_macs,
         limit_size=args.limit_size,
         batch=args.batch,
