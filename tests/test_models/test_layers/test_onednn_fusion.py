@@ -30,11 +30,16 @@ def channels_last(*shape, dtype=torch.float32):
 
 
 @needs_onednn
-def test_fusion_applies_only_to_float32_cpu_inference():
-    x = torch.rand(1, 4, 5, 5)
+def test_fusion_applies_only_to_float32_cpu_inference_on_large_maps():
+    x = torch.rand(1, 8, 128, 128)  # 2**17 values
     assert fusion_applies(x) is False  # gradients recorded
     with torch.no_grad():
         assert fusion_applies(x)
+        # Smaller maps: the fixed cost of a fused call does not pay.
+        assert not fusion_applies(x[:, :, :127])
+        with onednn_fusion(True, min_numel=0):
+            assert fusion_applies(x[:, :, :127])
+        assert not fusion_applies(x[:, :, :127])
         assert not fusion_applies(x.double())
         assert not fusion_applies(x.half())
         with onednn_fusion(False):
@@ -51,7 +56,7 @@ def test_fusion_applies_only_to_float32_cpu_inference():
         with mock.patch.object(fusion_module, '_OPS_AVAILABLE', False):
             assert not fusion_applies(x)
         # A tensor on another device (what a GPU would hold).
-        meta = torch.empty(1, 4, 5, 5, device='meta')
+        meta = torch.empty(1, 8, 128, 128, device='meta')
         assert not fusion_applies(meta)
 
 
@@ -64,7 +69,7 @@ def test_conv2d_gelu_equals_gelu_of_the_convolution(stride, padding, groups):
     weight = torch.randn(16, 8 // groups, 2 * padding + 1, 2 * padding + 1)
     bias = torch.randn(16)
     expected = F.gelu(F.conv2d(x, weight, bias, stride, padding, 1, groups))
-    with torch.no_grad():
+    with torch.no_grad(), onednn_fusion(True, min_numel=0):
         fused = conv2d_gelu(x, weight, bias, stride, padding, 1, groups)
         with onednn_fusion(False):
             plain = conv2d_gelu(x, weight, bias, stride, padding, 1, groups)
@@ -87,11 +92,12 @@ def test_conv2d_add_sums_in_place_only_without_gradients(kernel, groups):
     identity = channels_last(2, 8, 9, 7)
     expected = identity + F.conv2d(x, weight, bias, 1, kernel // 2, 1,
                                    groups)
-    with torch.no_grad():
-        target = identity.clone()
-        out = conv2d_add_(target, x, weight, bias, kernel // 2, groups)
-    assert out.data_ptr() == target.data_ptr()  # written in place
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for fused in (True, False):
+        with torch.no_grad(), onednn_fusion(fused, min_numel=0):
+            target = identity.clone()
+            out = conv2d_add_(target, x, weight, bias, kernel // 2, groups)
+        assert out.data_ptr() == target.data_ptr()  # written in place
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
     # With gradients: a new tensor, ``identity`` untouched, gradients flow.
     identity_copy = identity.clone().requires_grad_(True)
@@ -170,7 +176,8 @@ def test_inference_path_of_a_block_equals_its_training_path(
     # float32: the fused kernels where they apply, equal up to rounding.
     block.float()
     x = x.float()
-    train_path, inference_path = block_outputs(block, x, sin, cos)
+    with onednn_fusion(True, min_numel=0):  # fuse even these small maps
+        train_path, inference_path = block_outputs(block, x, sin, cos)
     with torch.no_grad(), onednn_fusion(False):
         plain = block(x.clone(), sin, cos)
     scale = train_path.abs().max()
@@ -198,7 +205,7 @@ def test_fused_stem_equals_the_modules():
     stem.eval()
     x = torch.randn(2, 3, 37, 41).contiguous(
         memory_format=torch.channels_last)
-    with torch.no_grad():
+    with torch.no_grad(), onednn_fusion(True, min_numel=0):
         fused = stem(x)
         expected = stem.proj(x)
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
@@ -221,11 +228,14 @@ def test_whole_model_inference_equals_the_training_path_in_float64():
 
 def test_fusion_can_be_switched_off_and_back_on():
     assert fusion_module._enabled
+    assert fusion_module._min_numel == fusion_module.MIN_FUSED_NUMEL
     with onednn_fusion(False):
         assert not fusion_module._enabled
-        with onednn_fusion(True):
+        with onednn_fusion(True, min_numel=5):
             assert fusion_module._enabled
+            assert fusion_module._min_numel == 5
         assert not fusion_module._enabled
+        assert fusion_module._min_numel == fusion_module.MIN_FUSED_NUMEL
     assert fusion_module._enabled
     with pytest.raises(RuntimeError), onednn_fusion(False):
         raise RuntimeError
