@@ -160,6 +160,9 @@ class Result:
     gmacs: Optional[float] = None
     limit_gmacs_per_s: Optional[float] = None
     first_call_s: Optional[float] = None
+    # Per-round values behind the pooled limit and first call (--rounds).
+    limit_rounds: List[float] = field(default_factory=list, repr=False)
+    first_call_rounds: List[float] = field(default_factory=list, repr=False)
 
     @property
     def median(self) -> float:
@@ -360,8 +363,6 @@ def run_case(case: Case) -> Result:
     model = model.to(device)
     train = case.task != 'infer'
     model.train(train)
-    if case.count_macs and not detector:
-        result.gmacs = case_gmacs(model, case)
     autocast = _autocast(case, device)
     if detector:
         if case.compile:
@@ -411,7 +412,10 @@ def run_case(case: Case) -> Result:
         result.peak_mem_mib = _peak_rss_mib() - base
     if reference and case.check_diff and not train:
         result.max_abs_diff = _attention_diff(model, x)
-    if result.gmacs is not None:
+    # Counted after the timed runs and the memory: the FLOP counter's trace
+    # would otherwise set the process's peak resident memory first.
+    if case.count_macs and not detector:
+        result.gmacs = case_gmacs(model, case)
         result.limit_gmacs_per_s = matmul_rate(device, case.limit_size)
     return result
 
@@ -758,8 +762,21 @@ def run_benchmark(cases: Sequence[Case],
 
 
 def _pool(total: Result, measured: Result) -> None:
-    """Add one round's measurement of a case to its pooled result."""
+    """Add one round's measurement of a case to its pooled result.
+
+    Times are pooled, peak memory is the largest of the rounds; the
+    multiply-adds are the case's, the fp32 limit and the first call the
+    median over the rounds (each round measures its own).
+    """
     total.times.extend(measured.times)
+    if measured.gmacs is not None:
+        total.gmacs = measured.gmacs
+    if measured.limit_gmacs_per_s:
+        total.limit_rounds.append(measured.limit_gmacs_per_s)
+        total.limit_gmacs_per_s = statistics.median(total.limit_rounds)
+    if measured.first_call_s is not None:
+        total.first_call_rounds.append(measured.first_call_s)
+        total.first_call_s = statistics.median(total.first_call_rounds)
     peaks = [
         peak for peak in (total.peak_mem_mib, measured.peak_mem_mib)
         if not math.isnan(peak)

@@ -104,6 +104,26 @@ def test_rounds_interleave_the_cases_and_pool_their_runs(monkeypatch):
     assert results[1].peak_mem_mib == 6.0  # the largest of the rounds
 
 
+def test_rounds_keep_the_arithmetic_rate_and_the_limit(monkeypatch):
+    """The GMACs, the per-round fp32 limit (median) and the first call
+    survive pooling, so the rate columns are filled with --rounds too."""
+    limits = iter([100.0, 140.0, 120.0])
+
+    def fake_measure(case, env=None):
+        return Result(case, times=[2.0], gmacs=50.0,
+                      limit_gmacs_per_s=next(limits), first_call_s=3.0)
+
+    monkeypatch.setattr(benchmark, 'measure_in_subprocess', fake_measure)
+    result, = benchmark.run_benchmark([Case()], rounds=3,
+                                      log=lambda *args: None)
+    assert result.gmacs == 50.0
+    assert result.limit_gmacs_per_s == 120.0
+    assert result.gmacs_per_s == 25.0
+    assert result.limit_share == 25.0 / 120.0
+    assert result.first_call_s == 3.0
+    assert '| 50 | 25 | 120 |' in format_table([result])
+
+
 def test_rounds_must_be_positive():
     with pytest.raises(ValueError, match='rounds'):
         benchmark.run_benchmark([Case()], rounds=0, log=lambda *args: None)
@@ -212,3 +232,26 @@ def test_detector_training_iteration_runs_with_secvit():
              warmup=0, repeats=1, threads=1))
     assert len(result.times) == 1 and result.gmacs is None
     assert result.peak_mem_mib >= 0
+
+
+def test_macs_are_counted_after_the_memory_is_measured(monkeypatch):
+    """The FLOP counter's trace must not set the peak the memory column
+    reports: it runs after the timed runs and the memory reading."""
+    calls = []
+    peak = benchmark._peak_rss_mib
+
+    def record_peak():
+        calls.append('memory')
+        return peak()
+
+    def record_macs(model, case):
+        calls.append('macs')
+        return 1.0
+
+    monkeypatch.setattr(benchmark, '_peak_rss_mib', record_peak)
+    monkeypatch.setattr(benchmark, 'case_gmacs', record_macs)
+    result = benchmark.run_case(
+        Case(arch=TEST_ARCH, size=(32, 32), warmup=0, repeats=1, threads=1,
+             limit_size=64))
+    assert calls == ['memory', 'memory', 'macs']
+    assert result.gmacs == 1.0 and result.limit_gmacs_per_s > 0

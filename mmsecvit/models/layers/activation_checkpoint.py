@@ -3,14 +3,16 @@
 
 Full activation checkpointing (``with_cp=True``) keeps only a block's input
 and runs the whole block again in the backward pass. Selective
-checkpointing keeps the outputs of the operations that carry the block's
-FLOPs (the attention kernel and the dense 1x1 convolutions that expand or
-mix channels) and recomputes only the memory-bound rest: layer norms,
-depth-wise convolutions, GELU, RoPE, the clustering's sort, gathers and
-scatters. The output of the channel-reducing 1x1 convolution (the FFN's
-second layer) is not kept either: no backward needs it, and the
-recomputation stops before reaching it. The memory and time this costs are
-measured in docs/benchmark.md.
+checkpointing keeps the outputs of the operations that carry most of the
+block's FLOPs (the attention kernel and the 1x1 convolutions that expand
+the channels: qkv and the FFN's first layer) and recomputes the rest: layer
+norms, depth-wise convolutions, GELU, RoPE, the clustering's sort, gathers
+and scatters, and the attention's output projection (a C-to-C 1x1
+convolution, a tenth of the block's multiply-adds; no backward needs its
+output, so keeping it only saved that recomputation, at C values per token
+and block). The output of the FFN's second layer is not kept either: no
+backward needs it, and the recomputation stops before reaching it. The
+memory and time this costs are measured in docs/benchmark.md.
 
 Recomputation runs the same operations on the same inputs, so the results
 and gradients equal those without checkpointing. The blocks of SecViT hold
@@ -41,18 +43,18 @@ _ATTENTION_OPS = {
 
 
 def _is_saved_convolution(args) -> bool:
-    """A dense 1x1 convolution that does not reduce channels (qkv, output
-    projection, first FFN layer). The FFN's second layer reduces them; its
-    output is needed by no backward, so keeping it would only cost memory."""
+    """A dense 1x1 convolution that expands the channels (qkv, first FFN
+    layer). The outputs of the others (output projection, second FFN layer)
+    are needed by no backward, so keeping them would only cost memory."""
     weight, groups = args[1], args[8]
     out_channels, in_channels = weight.shape[:2]
     return (groups == 1 and tuple(weight.shape[2:]) == (1, 1)
-            and out_channels >= in_channels)
+            and out_channels > in_channels)
 
 
 def keep_attention_and_projections(ctx, op, *args, **kwargs):
-    """Checkpoint policy: save the outputs of SDPA and of dense 1x1
-    convolutions that do not reduce channels; recompute everything else."""
+    """Checkpoint policy: save the outputs of SDPA and of the 1x1
+    convolutions that expand the channels; recompute everything else."""
     if op in _ATTENTION_OPS:
         return CheckpointPolicy.MUST_SAVE
     if op is _aten.convolution.default and _is_saved_convolution(args):

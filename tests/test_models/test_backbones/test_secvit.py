@@ -277,8 +277,8 @@ class _CountConvolutions(TorchDispatchMode):
 # fc2 (whose output no backward uses) never runs again.
 @pytest.mark.parametrize('with_cp, recomputed_per_block', [
     (False, 0),
-    ('selective', 3),  # pos, lepe, the FFN's depth-wise conv
-    ('full', 6),  # and qkv, out_proj, fc1
+    ('selective', 4),  # pos, lepe, out_proj, the FFN's depth-wise conv
+    ('full', 6),  # and qkv, fc1
 ])
 def test_checkpointing_recomputes_the_convolutions_it_should(
         with_cp, recomputed_per_block):
