@@ -15,12 +15,13 @@ model = dict(
         # parameters without gradients.
         out_indices=(1, 2, 3),
         drop_path_rate=0.2,
-        # Selective activation checkpointing: keeps attention and the dense
-        # projections, recomputes norms, depth-wise convs, GELU and the
-        # clustering. At 800x1333 (batch 2) it brings training memory from
-        # 8.1 to 4.7 GiB, below Swin-T's 5.2 GiB, for a few percent more time
-        # and the same results (docs/benchmark.md). False: faster, more
-        # memory; True: least memory, about 15% slower.
+        # Selective activation checkpointing: keeps attention and the
+        # channel-expanding projections, recomputes norms, depth-wise convs,
+        # GELU, the clustering and the output projection. At 800x1333
+        # (batch 2, 2 CPU threads) it brings training memory from 8.2 to
+        # 4.5 GiB, 0.86x Swin-T's 5.2 GiB, for 13-15% more time and the same
+        # results (docs/benchmark.md). False: faster, more memory; True:
+        # least memory, slower still.
         with_cp='selective',
         norm_cfg=dict(type='SyncBN', requires_grad=True),
         init_cfg=dict(
