@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
@@ -24,7 +25,8 @@ from mmsecvit.registry import MODELS
 from mmsecvit.utils.errors import (ConfigKeyError, ConfigTypeError,
                                    ConfigValueError)
 from ..layers import (BATCH_NORMS, LayerNorm2d, RoPE2d, SECAttention,
-                      conv2d_add_, conv2d_gelu, conv_norm, conv_plus_identity,
+                      add_scaled_, conv2d_add_, conv2d_gelu, conv_norm,
+                      conv_plus_identity, has_forward_hooks,
                       scaled_conv_params)
 from ..layers.activation_checkpoint import (check_selective_checkpoint_support,
                                             selective_checkpoint_context)
@@ -123,10 +125,17 @@ class ConvFFN(nn.Module):
         Returns:
             Tensor: ``ffn(x)``, or the sum described above.
         """
-        x = conv2d_gelu(x, self.fc1.weight, self.fc1.bias)
+        # Modules with hooks are called as modules (see has_forward_hooks).
+        if has_forward_hooks(self.fc1):
+            x = self.fc1(x)
+            x = F.gelu(x) if x.requires_grad else torch.ops.aten.gelu_(x)
+        else:
+            x = conv2d_gelu(x, self.fc1.weight, self.fc1.bias)
         x = conv_plus_identity(self.dwconv, x)  # x + dwconv(x)
         if identity is None:
             return self.fc2(x)
+        if has_forward_hooks(self.fc2):
+            return add_scaled_(identity, self.fc2(x), scale)
         weight, bias = scaled_conv_params(self.fc2, scale)
         return conv2d_add_(identity, x, weight, bias)
 

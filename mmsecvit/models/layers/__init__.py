@@ -2,8 +2,8 @@
 from .conv_fusion import (conv_norm, conv_plus_identity, fold_conv_norm,
                           scaled_conv_params)
 from .norm import BATCH_NORMS, LayerNorm2d, batch_norm
-from .cpu_fusion import (conv2d_add_, conv2d_gelu, fusion_applies,
-                         onednn_fusion)
+from .cpu_fusion import (add_scaled_, conv2d_add_, conv2d_gelu,
+                         fusion_applies, has_forward_hooks, onednn_fusion)
 from .rope import RoPE2d, apply_rope
 from .sec_attention import (SECAttention, clustered_attention,
                             clustered_attention_traceable,
@@ -15,5 +15,6 @@ __all__ = [
     'SECAttention', 'clustered_attention', 'clustered_attention_traceable',
     'conv_norm', 'conv_plus_identity', 'record_cluster_assignments',
     'resolve_cluster_length', 'sec_order', 'conv2d_add_', 'conv2d_gelu',
-    'fold_conv_norm', 'fusion_applies', 'onednn_fusion', 'scaled_conv_params'
+    'fold_conv_norm', 'fusion_applies', 'onednn_fusion', 'scaled_conv_params',
+    'add_scaled_', 'has_forward_hooks'
 ]

@@ -33,7 +33,9 @@ from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence, Union
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules import module as module_hooks
 
 _IntPair = Union[int, Sequence[int]]
 
@@ -103,6 +105,27 @@ def fusion_applies(x: torch.Tensor) -> bool:
             and not torch.jit.is_tracing()
             and not torch.onnx.is_in_onnx_export()
             and not torch.compiler.is_compiling())
+
+
+def has_forward_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run forward (pre-)hooks, its own or
+    global ones. Such a module is called as a module, not bypassed by a
+    fused kernel on its parameters, so that the hooks see its output."""
+    return bool(module._forward_hooks or module._forward_pre_hooks
+                or module_hooks._global_forward_hooks
+                or module_hooks._global_forward_pre_hooks)
+
+
+def add_scaled_(identity: torch.Tensor, out: torch.Tensor,
+                scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``identity + scale * out`` (``scale`` None: 1), into ``identity``
+    where no gradient is recorded (the caller owns it), else a new
+    tensor."""
+    if scale is not None:
+        out = scale * out
+    if torch.is_grad_enabled():
+        return identity + out
+    return identity.add_(out)
 
 
 def _pair(value: _IntPair) -> list:

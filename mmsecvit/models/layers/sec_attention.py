@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from mmsecvit.utils.errors import ConfigValueError
 from .conv_fusion import scaled_conv_params
-from .cpu_fusion import conv2d_add_, fusion_applies
+from .cpu_fusion import (add_scaled_, conv2d_add_, fusion_applies,
+                         has_forward_hooks)
 from .rope import apply_rope
 
 CLUSTER_MODES = ('num_clusters', 'cluster_size')
@@ -426,7 +427,8 @@ class SECAttention(nn.Module):
         # (B, N, heads, 3, d); a view when qkv is channels-last.
         tokens = qkv.permute(0, 2, 3, 1).reshape(b, n, self.num_heads, 3, d)
         v = tokens[..., 2, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
-        fused = fusion_applies(x)
+        # A LePE module with hooks is called as a module.
+        fused = fusion_applies(x) and not has_forward_hooks(self.lepe)
         # With the fusion, LePE is added to the attention's output by the
         # LePE convolution itself, below; q and k are rotated in place
         # (without a gradient; v, read by LePE, is not touched).
@@ -459,6 +461,8 @@ class SECAttention(nn.Module):
             out = out + lepe
         if identity is None:
             return self.out_proj(out)
+        if has_forward_hooks(self.out_proj):
+            return add_scaled_(identity, self.out_proj(out), scale)
         weight, bias = scaled_conv_params(self.out_proj, scale)
         return conv2d_add_(identity, out, weight, bias)
 

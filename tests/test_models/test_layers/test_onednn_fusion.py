@@ -251,3 +251,32 @@ def test_gelu_falls_back_where_the_fusion_does_not_apply():
     with torch.no_grad():
         out = conv2d_gelu(x, conv.weight, conv.bias, 1, 1)
     torch.testing.assert_close(out, expected.detach(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('name', [
+    'attn.lepe', 'attn.out_proj', 'ffn.fc1', 'ffn.fc2'])
+def test_hooked_modules_are_called_as_modules_in_inference(name):
+    """A forward hook on a convolution the fused path would bypass still
+    fires, and sees (and may change) the module's output."""
+    torch.manual_seed(0)
+    block = SecViTBlock(32, 2, 3, layer_scale=True, layer_scale_init=0.5)
+    randomize_weights(block)
+    block.eval()
+    x = channels_last(1, 32, 8, 8)
+    sin, cos = RoPE2d(32, 2)((8, 8))
+    with torch.no_grad(), onednn_fusion(True, min_numel=0):
+        expected = block(x.clone(), sin, cos)
+    seen = []
+    handle = block.get_submodule(name).register_forward_hook(
+        lambda module, args, out: seen.append(out.shape))
+    with torch.no_grad(), onednn_fusion(True, min_numel=0):
+        hooked = block(x.clone(), sin, cos)
+    handle.remove()
+    assert len(seen) == 1
+    torch.testing.assert_close(hooked, expected, rtol=1e-5, atol=1e-5)
+    # A hook that changes the output changes the block's result.
+    block.get_submodule(name).register_forward_hook(
+        lambda module, args, out: out * 0)
+    with torch.no_grad(), onednn_fusion(True, min_numel=0):
+        changed = block(x.clone(), sin, cos)
+    assert not torch.allclose(changed, expected)
