@@ -25,9 +25,8 @@ from mmsecvit.registry import MODELS
 from mmsecvit.utils.errors import (ConfigKeyError, ConfigTypeError,
                                    ConfigValueError)
 from ..layers import (BATCH_NORMS, LayerNorm2d, RoPE2d, SECAttention,
-                      add_scaled_, conv2d_add_, conv2d_gelu, conv_norm,
-                      conv_plus_identity, has_forward_hooks,
-                      scaled_conv_params)
+                      conv2d_gelu, conv_norm, conv_plus_identity,
+                      has_forward_hooks, residual_conv_)
 from ..layers.activation_checkpoint import (check_selective_checkpoint_support,
                                             selective_checkpoint_context)
 from .secvit_weights import (CheckpointMismatchError, check_compatible,
@@ -114,13 +113,9 @@ class ConvFFN(nn.Module):
         """
         Args:
             x (Tensor): Input map (B, C, H, W).
-            identity (Tensor, optional): If given, the result is
-                ``identity + scale * ffn(x)``, computed in ``identity``'s
-                memory (overwriting it) where the fused CPU inference
-                kernels apply (see
-                :mod:`~mmsecvit.models.layers.cpu_fusion`).
-            scale (Tensor, optional): Per-channel factors (1, C, 1, 1) of
-                the output (the layer scale); only with ``identity``.
+            identity, scale (Tensor, optional): If ``identity`` is given,
+                ``identity + scale * ffn(x)``; see
+                :func:`~mmsecvit.models.layers.conv_fusion.residual_conv_`.
 
         Returns:
             Tensor: ``ffn(x)``, or the sum described above.
@@ -134,10 +129,7 @@ class ConvFFN(nn.Module):
         x = conv_plus_identity(self.dwconv, x)  # x + dwconv(x)
         if identity is None:
             return self.fc2(x)
-        if has_forward_hooks(self.fc2):
-            return add_scaled_(identity, self.fc2(x), scale)
-        weight, bias = scaled_conv_params(self.fc2, scale)
-        return conv2d_add_(identity, x, weight, bias)
+        return residual_conv_(identity, self.fc2, x, scale)
 
 
 class SecViTBlock(nn.Module):

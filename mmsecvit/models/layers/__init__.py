@@ -1,6 +1,6 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 from .conv_fusion import (conv_norm, conv_plus_identity, fold_conv_norm,
-                          scaled_conv_params)
+                          residual_conv_, scaled_conv_params)
 from .norm import BATCH_NORMS, LayerNorm2d, batch_norm
 from .cpu_fusion import (add_scaled_, conv2d_add_, conv2d_gelu,
                          fusion_applies, has_forward_hooks, onednn_fusion)
@@ -16,5 +16,5 @@ __all__ = [
     'conv_norm', 'conv_plus_identity', 'record_cluster_assignments',
     'resolve_cluster_length', 'sec_order', 'conv2d_add_', 'conv2d_gelu',
     'fold_conv_norm', 'fusion_applies', 'onednn_fusion', 'scaled_conv_params',
-    'add_scaled_', 'has_forward_hooks'
+    'add_scaled_', 'has_forward_hooks', 'residual_conv_'
 ]

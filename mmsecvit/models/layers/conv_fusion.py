@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .norm import BATCH_NORMS, batch_norm
-from .cpu_fusion import conv2d_gelu
+from .cpu_fusion import (add_scaled_, conv2d_add_, conv2d_gelu,
+                         has_forward_hooks)
 
 
 def conv_plus_identity(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +59,35 @@ def scaled_conv_params(conv: nn.Conv2d,
     scale = scale.reshape(-1)
     bias = None if conv.bias is None else conv.bias * scale
     return conv.weight * scale.reshape(-1, 1, 1, 1), bias
+
+
+def residual_conv_(identity: torch.Tensor,
+                   conv: nn.Conv2d,
+                   x: torch.Tensor,
+                   scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``identity + scale * conv(x)``: a branch's last convolution and the
+    residual sum, for a stride-1 ``conv``.
+
+    Where no gradient is recorded the sum is written into ``identity``
+    (the caller must own it), by the fused CPU kernel where it applies
+    (:func:`~mmsecvit.models.layers.cpu_fusion.conv2d_add_`), with
+    ``scale`` folded into the convolution. A ``conv`` with forward hooks is
+    called as a module, so that its hooks see (and may change) its output.
+
+    Args:
+        identity (Tensor): The residual, of the output's shape.
+        conv (nn.Conv2d): The branch's last convolution (stride 1).
+        x (Tensor): Its input.
+        scale (Tensor, optional): Per-channel factors (1, C, 1, 1) of the
+            branch output (a layer scale); None for 1.
+
+    Returns:
+        Tensor: The sum.
+    """
+    if has_forward_hooks(conv):
+        return add_scaled_(identity, conv(x), scale)
+    weight, bias = scaled_conv_params(conv, scale)
+    return conv2d_add_(identity, x, weight, bias, conv.padding, conv.groups)
 
 
 def fold_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> Optional[tuple]:

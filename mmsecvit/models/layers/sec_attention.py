@@ -33,9 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmsecvit.utils.errors import ConfigValueError
-from .conv_fusion import scaled_conv_params
-from .cpu_fusion import (add_scaled_, conv2d_add_, fusion_applies,
-                         has_forward_hooks)
+from .conv_fusion import residual_conv_
+from .cpu_fusion import conv2d_add_, fusion_applies, has_forward_hooks
 from .rope import apply_rope
 
 CLUSTER_MODES = ('num_clusters', 'cluster_size')
@@ -407,13 +406,9 @@ class SECAttention(nn.Module):
         Args:
             x (Tensor): Input map (B, C, H, W).
             sin, cos (Tensor): RoPE tables (H*W, head_dims).
-            identity (Tensor, optional): If given, the result is
-                ``identity + scale * attn(x)``, computed in ``identity``'s
-                memory (overwriting it) where the fused CPU inference
-                kernels apply (see
-                :mod:`~mmsecvit.models.layers.cpu_fusion`).
-            scale (Tensor, optional): Per-channel factors (1, C, 1, 1) of
-                the output (the layer scale); only with ``identity``.
+            identity, scale (Tensor, optional): If ``identity`` is given,
+                ``identity + scale * attn(x)``; see
+                :func:`~mmsecvit.models.layers.conv_fusion.residual_conv_`.
 
         Returns:
             Tensor: Output map (B, C, H, W), or the sum described above.
@@ -461,10 +456,7 @@ class SECAttention(nn.Module):
             out = out + lepe
         if identity is None:
             return self.out_proj(out)
-        if has_forward_hooks(self.out_proj):
-            return add_scaled_(identity, self.out_proj(out), scale)
-        weight, bias = scaled_conv_params(self.out_proj, scale)
-        return conv2d_add_(identity, out, weight, bias)
+        return residual_conv_(identity, self.out_proj, out, scale)
 
     def _qkv_weights_by_head(self) -> tuple:
         """Weight and bias of ``qkv`` with the output channels reordered from
