@@ -216,6 +216,17 @@ def _type_name(hook) -> str:
     return str(hook.get('type', '')).rpartition('.')[2]
 
 
+def _has_custom_hook(cfg: Config, type_name: str) -> bool:
+    """Whether ``cfg.custom_hooks`` has a hook of that type (any scope)."""
+    return any(
+        _type_name(hook) == type_name
+        for hook in cfg.get('custom_hooks') or [])
+
+
+def _append_custom_hook(cfg: Config, type_name: str) -> None:
+    cfg.custom_hooks = [*(cfg.get('custom_hooks') or []), dict(type=type_name)]
+
+
 def enable_preemption(cfg: Config) -> None:
     """Add :class:`~mmsecvit.engine.PreemptionHook` (checkpoint and stop on
     SIGTERM/SIGUSR1, requeue on Slurm) unless the config has one.
@@ -224,8 +235,7 @@ def enable_preemption(cfg: Config) -> None:
     makes of MMEngine's; a config with another checkpoint hook, or none,
     trains without it (with a warning).
     """
-    custom_hooks = cfg.get('custom_hooks') or []
-    if any(_type_name(hook) == 'PreemptionHook' for hook in custom_hooks):
+    if _has_custom_hook(cfg, 'PreemptionHook'):
         return
     checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
     if _type_name(checkpoint) not in ('CheckpointHook',
@@ -237,7 +247,7 @@ def enable_preemption(cfg: Config) -> None:
             logger='current',
             level=logging.WARNING)
         return
-    cfg.custom_hooks = [*custom_hooks, dict(type='mmsecvit.PreemptionHook')]
+    _append_custom_hook(cfg, 'mmsecvit.PreemptionHook')
 
 
 def enable_visualization(cfg: Config,
@@ -364,15 +374,9 @@ def enable_compile_support(cfg: Config) -> None:
     """Add :class:`~mmsecvit.engine.PlainParamGroupsHook` to a config that
     sets ``compile`` (unless it has one), so that the compiled
     ``train_step`` can trace the optimizer step."""
-    if not compile_enabled(cfg):
-        return
-    custom_hooks = cfg.get('custom_hooks') or []
-    if any(_type_name(hook) == 'PlainParamGroupsHook'
-           for hook in custom_hooks):
-        return
-    cfg.custom_hooks = [
-        *custom_hooks, dict(type='mmsecvit.PlainParamGroupsHook')
-    ]
+    if compile_enabled(cfg) and not _has_custom_hook(
+            cfg, 'PlainParamGroupsHook'):
+        _append_custom_hook(cfg, 'mmsecvit.PlainParamGroupsHook')
 
 
 def build_runner(cfg: Config, launcher: str = 'none'):

@@ -14,7 +14,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
@@ -25,7 +24,7 @@ from mmsecvit.registry import MODELS
 from mmsecvit.utils.errors import (ConfigKeyError, ConfigTypeError,
                                    ConfigValueError)
 from ..layers import (BATCH_NORMS, LayerNorm2d, RoPE2d, SECAttention,
-                      conv2d_gelu, conv_norm, conv_plus_identity,
+                      conv2d_gelu, conv_norm, conv_plus_identity, gelu_,
                       has_forward_hooks, residual_conv_)
 from ..layers.activation_checkpoint import (check_selective_checkpoint_support,
                                             selective_checkpoint_context)
@@ -122,8 +121,7 @@ class ConvFFN(nn.Module):
         """
         # Modules with hooks are called as modules (see has_forward_hooks).
         if has_forward_hooks(self.fc1):
-            x = self.fc1(x)
-            x = F.gelu(x) if x.requires_grad else torch.ops.aten.gelu_(x)
+            x = gelu_(self.fc1(x))
         else:
             x = conv2d_gelu(x, self.fc1.weight, self.fc1.bias)
         x = conv_plus_identity(self.dwconv, x)  # x + dwconv(x)

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .norm import BATCH_NORMS, batch_norm
-from .cpu_fusion import (add_scaled_, conv2d_add_, conv2d_gelu,
+from .cpu_fusion import (add_scaled_, conv2d_add_, conv2d_gelu, gelu_,
                          has_forward_hooks)
 
 
@@ -144,9 +144,7 @@ def conv_norm(conv: nn.Conv2d,
     folded = fold_conv_norm(conv, norm)
     if folded is None:
         out = batch_norm(norm, conv(x))
-        if not gelu:
-            return out
-        return F.gelu(out) if out.requires_grad else torch.ops.aten.gelu_(out)
+        return gelu_(out) if gelu else out
     if gelu:
         return conv2d_gelu(x, *folded, conv.stride, conv.padding,
                            conv.dilation, conv.groups)

@@ -116,6 +116,14 @@ def has_forward_hooks(module: nn.Module) -> bool:
                 or module_hooks._global_forward_pre_hooks)
 
 
+def gelu_(x: torch.Tensor) -> torch.Tensor:
+    """The exact GELU, computed in place when no gradient will flow through
+    ``x`` (inference: one map less to allocate), else out of place."""
+    if x.requires_grad:
+        return F.gelu(x)
+    return torch.ops.aten.gelu_(x)
+
+
 def add_scaled_(identity: torch.Tensor, out: torch.Tensor,
                 scale: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``identity + scale * out`` (``scale`` None: 1), into ``identity``
@@ -155,10 +163,7 @@ def conv2d_gelu(x: torch.Tensor,
         return torch.ops.mkldnn._convolution_pointwise(
             x, weight, bias, _pair(padding), _pair(stride), _pair(dilation),
             groups, 'gelu', [], 'none')
-    out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    if out.requires_grad:
-        return F.gelu(out)
-    return torch.ops.aten.gelu_(out)  # no copy when nothing needs the input
+    return gelu_(F.conv2d(x, weight, bias, stride, padding, dilation, groups))
 
 
 def conv2d_add_(identity: torch.Tensor,
@@ -192,7 +197,5 @@ def conv2d_add_(identity: torch.Tensor,
         return torch.ops.mkldnn._convolution_pointwise_.binary(
             identity, x, weight, bias, _pair(padding), [1, 1], [1, 1],
             groups, 'add', None, None, [], None)
-    out = F.conv2d(x, weight, bias, 1, padding, 1, groups)
-    if torch.is_grad_enabled():
-        return identity + out
-    return identity.add_(out)
+    return add_scaled_(identity, F.conv2d(x, weight, bias, 1, padding, 1,
+                                          groups))
