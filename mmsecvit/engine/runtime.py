@@ -48,10 +48,11 @@ def prepare_runtime(cfg: Config, launcher: str = 'none') -> Config:
     - Distributed launch without CUDA: a gloo process group is initialised
       here (MMEngine's ``init_dist`` calls ``torch.cuda.set_device``) and the
       model is wrapped by :class:`DeviceAwareDistributedDataParallel`.
-    - Distributed launch: the process group is destroyed at exit
-      (:func:`shutdown_distributed`), so that no rank aborts while the
-      interpreter shuts down; after an uncaught exception it is aborted
-      instead (:func:`abort_distributed`), so that no rank waits for it.
+    - Distributed launch: the process group is destroyed at exit, once
+      every rank got there (:func:`shutdown_distributed`), so that no rank
+      aborts while the interpreter shuts down; after an uncaught exception
+      it is aborted instead (:func:`abort_distributed`), so that no rank
+      waits for it.
     - Without CUDA, SyncBN in ``cfg.model`` becomes BN (with a warning).
     - ``AmpOptimWrapper``: bfloat16 where supported, fp16 with dynamic loss
       scaling otherwise; on CPU :class:`BF16AutocastOptimWrapper`.
@@ -233,11 +234,20 @@ def _wait_for_all_ranks(timeout: float) -> None:
 
 def _shutdown_at_exit() -> None:
     """The exit handler: abort after an uncaught exception (the interpreter
-    keeps it in ``sys.last_value``), shut down quietly otherwise."""
+    keeps it in ``sys.last_value``); otherwise wait for the other ranks and
+    shut down.
+
+    The wait matters: a rank that destroys its gloo group while another
+    rank is still finishing its run (writing its last checkpoint, say) can
+    make that rank abort in gloo's teardown ("terminate called without an
+    active exception"), and ``torch.distributed.run`` then reports the
+    finished run as failed. The tools shut down with the wait themselves;
+    this covers every other script that prepared the runtime.
+    """
     if getattr(sys, 'last_value', None) is not None:
         abort_distributed()
     else:
-        shutdown_distributed()
+        shutdown_distributed(barrier=True)
 
 
 def convert_sync_bn(cfg: Config) -> None:

@@ -31,7 +31,7 @@ from mmengine.registry import DATASETS, HOOKS, MODELS
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
-from mmsecvit.engine import prepare_runtime
+from mmsecvit.engine import prepare_runtime, shutdown_distributed
 from mmsecvit.engine.tool_config import enable_preemption
 
 
@@ -196,6 +196,8 @@ def main():
         if torch.distributed.is_initialized() else None)
     with open(osp.join(args.work_dir, f'rank{get_rank()}.json'), 'w') as f:
         json.dump(report, f)
+    # As tools/train.py ends.
+    shutdown_distributed(barrier=True)
 
 
 if __name__ == '__main__':
