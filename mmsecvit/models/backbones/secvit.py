@@ -24,8 +24,9 @@ from mmsecvit.registry import MODELS
 from mmsecvit.utils.errors import (ConfigKeyError, ConfigTypeError,
                                    ConfigValueError)
 from ..layers import (BATCH_NORMS, LayerNorm2d, RoPE2d, SECAttention,
-                      conv2d_gelu, conv_norm, conv_plus_identity, gelu_,
-                      has_forward_hooks, residual_conv_)
+                      clear_derived_params, conv2d_gelu, conv_norm,
+                      conv_plus_identity, gelu_, has_forward_hooks,
+                      residual_conv_)
 from ..layers.activation_checkpoint import (check_selective_checkpoint_support,
                                             selective_checkpoint_context)
 from .secvit_weights import (CheckpointMismatchError, check_compatible,
@@ -664,6 +665,9 @@ class SecViT(BaseModule):
     def train(self, mode: bool = True) -> 'SecViT':
         super().train(mode)
         self._freeze_stages()
+        if mode:
+            # Inference caches hold copies of weights; training recomputes.
+            clear_derived_params(self)
         if mode and self.norm_eval:
             for module in self.modules():
                 if isinstance(module, BATCH_NORMS):

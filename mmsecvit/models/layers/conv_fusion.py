@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .norm import BATCH_NORMS, batch_norm
 from .cpu_fusion import (add_scaled_, conv2d_add_, conv2d_gelu, gelu_,
                          has_forward_hooks)
+from .param_cache import cached_derivation
 
 
 def conv_plus_identity(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -43,8 +44,14 @@ def conv_plus_identity(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
             and conv.padding == (kh // 2, kw // 2)):
         raise ValueError(f'conv_plus_identity needs a size-preserving '
                          f'depth-wise convolution, got {conv}.')
-    weight = conv.weight.clone()
-    weight[:, :, kh // 2, kw // 2] += 1
+
+    def plus_identity():
+        weight = conv.weight.clone()
+        weight[:, :, kh // 2, kw // 2] += 1
+        return weight,
+
+    weight, = cached_derivation(conv, 'plus_identity', plus_identity,
+                                (conv.weight, ))
     return F.conv2d(x, weight, conv.bias, 1, conv.padding, 1, conv.groups)
 
 
@@ -86,8 +93,17 @@ def residual_conv_(identity: torch.Tensor,
     """
     if has_forward_hooks(conv):
         return add_scaled_(identity, conv(x), scale)
-    weight, bias = scaled_conv_params(conv, scale)
+    weight, bias = cached_derivation(
+        conv, 'scaled', lambda: scaled_conv_params(conv, scale),
+        (conv.weight, conv.bias, scale))
     return conv2d_add_(identity, x, weight, bias, conv.padding, conv.groups)
+
+
+def foldable(norm: nn.Module) -> bool:
+    """Whether ``norm`` is a BatchNorm that normalises by its running
+    statistics (eval mode), i.e. a per-channel affine map."""
+    return (isinstance(norm, BATCH_NORMS) and not norm.training
+            and norm.running_mean is not None)
 
 
 def fold_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> Optional[tuple]:
@@ -105,8 +121,7 @@ def fold_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> Optional[tuple]:
         tuple[Tensor, Tensor] | None: The folded weight and bias, or None
         when ``norm`` cannot be folded (training mode, or another norm).
     """
-    if not (isinstance(norm, BATCH_NORMS) and not norm.training
-            and norm.running_mean is not None):
+    if not foldable(norm):
         return None
     scale = torch.rsqrt(norm.running_var + norm.eps)
     if norm.weight is not None:
@@ -141,10 +156,27 @@ def conv_norm(conv: nn.Conv2d,
     Returns:
         Tensor: ``norm(conv(x))``, activated if ``gelu``.
     """
-    folded = fold_conv_norm(conv, norm)
-    if folded is None:
+    if not foldable(norm):
         out = batch_norm(norm, conv(x))
         return gelu_(out) if gelu else out
+
+    def fold():
+        weight, bias = fold_conv_norm(conv, norm)
+        # Channels-last like the maps: mkldnn would otherwise transpose a
+        # dense kernel in every call (a strided copy, 2.4 ms for the last
+        # downsampling's on 2 cores).
+        return weight.contiguous(memory_format=torch.channels_last), bias
+
+    folded = cached_derivation(
+        conv,
+        'folded_norm',
+        fold,
+        # A training-mode pass updates the running statistics without
+        # bumping their version counters, but counts itself in
+        # num_batches_tracked.
+        (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean,
+         norm.running_var, norm.num_batches_tracked),
+        extra=norm.eps)
     if gelu:
         return conv2d_gelu(x, *folded, conv.stride, conv.padding,
                            conv.dilation, conv.groups)

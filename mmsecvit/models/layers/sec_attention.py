@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from mmsecvit.utils.errors import ConfigValueError
 from .conv_fusion import residual_conv_
 from .cpu_fusion import conv2d_add_, fusion_applies, has_forward_hooks
+from .param_cache import cached_derivation
 from .rope import apply_rope
 
 CLUSTER_MODES = ('num_clusters', 'cluster_size')
@@ -460,7 +461,13 @@ class SECAttention(nn.Module):
 
     def _qkv_weights_by_head(self) -> tuple:
         """Weight and bias of ``qkv`` with the output channels reordered from
-        (3, heads, d), as the checkpoints store them, to (heads, 3, d)."""
+        (3, heads, d), as the checkpoints store them, to (heads, 3, d);
+        computed once for inference (see
+        :func:`~mmsecvit.models.layers.param_cache.cached_derivation`)."""
+        return cached_derivation(self, 'qkv_by_head', self._reorder_qkv,
+                                 (self.qkv.weight, self.qkv.bias))
+
+    def _reorder_qkv(self) -> tuple:
         shape = (3, self.num_heads, self.embed_dims // self.num_heads)
         weight = self.qkv.weight.unflatten(0, shape).transpose(0, 1)
         bias = self.qkv.bias
