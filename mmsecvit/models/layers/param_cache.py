@@ -45,6 +45,18 @@ def _count_optimizer_step(optimizer, args, kwargs) -> None:
 register_optimizer_step_post_hook(_count_optimizer_step)
 
 
+class _DerivedCache(dict):
+    """The per-module cache: not copied by ``copy.deepcopy`` (EMA models,
+    model copies) and not pickled (``torch.save(model)``); a copy starts
+    empty and derives again on its first inference pass."""
+
+    def __deepcopy__(self, memo) -> '_DerivedCache':
+        return _DerivedCache()
+
+    def __reduce__(self) -> tuple:
+        return _DerivedCache, ()
+
+
 def _signature(tensor: torch.Tensor) -> tuple:
     return (tensor.data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
             tensor.stride(), tensor.dtype, tensor.device, tensor._version)
@@ -87,7 +99,8 @@ def cached_derivation(module: nn.Module,
                                                  for s in sources)
     if needs_grad or _recording():
         return compute()
-    cache: Dict[str, tuple] = module.__dict__.setdefault(_CACHE_ATTR, {})
+    cache: Dict[str, tuple] = module.__dict__.setdefault(
+        _CACHE_ATTR, _DerivedCache())
     signature = (extra, _optimizer_steps) + tuple(
         _signature(s) for s in sources)
     entry = cache.get(name)

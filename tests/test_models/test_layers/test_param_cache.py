@@ -2,6 +2,8 @@
 """The inference cache of derived parameters: used only without gradients
 and graph capture, refreshed whenever a source changes, dropped when the
 backbone goes back to training."""
+import copy
+import pickle
 from unittest import mock
 
 import pytest
@@ -163,3 +165,15 @@ def test_writes_through_data_need_clear_derived_params():
         assert torch.equal(module.derived(), torch.arange(4.) * 2)
         clear_derived_params(module)
         assert torch.equal(module.derived(), torch.full((4, ), 2.))
+
+
+def test_copies_and_pickles_of_a_module_start_without_the_cache():
+    module = Doubler()
+    with torch.no_grad():
+        module.derived()
+    copied = copy.deepcopy(module)
+    restored = pickle.loads(pickle.dumps(module))
+    for other in (copied, restored):
+        assert not other.__dict__[param_cache._CACHE_ATTR]
+        with torch.no_grad():
+            assert torch.equal(other.derived(), torch.arange(4.) * 2)
