@@ -89,6 +89,15 @@ def onednn_fusion(enabled: bool,
         _enabled, _min_numel = previous
 
 
+def capturing_graph() -> bool:
+    """Whether a graph is being traced, scripted, exported to ONNX or
+    compiled: code that only eager execution can run (oneDNN's private
+    kernels, Python-side caches) must not be recorded into it."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting()
+            or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
+
+
 def fusion_applies(x: torch.Tensor) -> bool:
     """Whether the fused kernels will be used for the input ``x``.
 
@@ -102,9 +111,7 @@ def fusion_applies(x: torch.Tensor) -> bool:
             and not torch.is_grad_enabled()
             and torch.backends.mkldnn.enabled
             and not torch.is_autocast_enabled('cpu')
-            and not torch.jit.is_tracing()
-            and not torch.onnx.is_in_onnx_export()
-            and not torch.compiler.is_compiling())
+            and not capturing_graph())
 
 
 def has_forward_hooks(module: nn.Module) -> bool:

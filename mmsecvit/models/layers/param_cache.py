@@ -6,8 +6,9 @@ Several layers run a convolution with parameters computed from their own
 the preceding convolution, a kernel plus the identity). In training these
 must be recomputed in every forward pass, so that gradients reach the
 parameters. In inference they only change when the parameters do, yet
-recomputing them costs a copy of the weight per layer and call: about 4% of
-SecViT-S's latency at 224x224 on a 2-core CPU.
+recomputing them costs a copy of the weight per layer and call: about 7% of
+SecViT-S's latency at 224x224 and 512x512 on a 2-core CPU (see
+docs/benchmark.md).
 
 :func:`cached_derivation` keeps the derived tensors of a module while its
 sources are unchanged. A source counts as unchanged while it is the same
@@ -31,6 +32,8 @@ from typing import Callable, Dict, Hashable, Sequence, Tuple
 import torch
 import torch.nn as nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from .cpu_fusion import capturing_graph
 
 _CACHE_ATTR = '_derived_param_cache'
 # Optimizer steps taken in this process (any optimizer).
@@ -62,14 +65,6 @@ def _signature(tensor: torch.Tensor) -> tuple:
             tensor.stride(), tensor.dtype, tensor.device, tensor._version)
 
 
-def _recording() -> bool:
-    """Whether a graph is being captured, in which the derivation must
-    appear (a cached tensor would be a constant without its inputs)."""
-    return (torch.jit.is_tracing() or torch.jit.is_scripting()
-            or torch.onnx.is_in_onnx_export()
-            or getattr(torch.compiler, 'is_compiling', lambda: False)())
-
-
 def cached_derivation(module: nn.Module,
                       name: str,
                       compute: Callable[[], Tuple[torch.Tensor, ...]],
@@ -97,7 +92,9 @@ def cached_derivation(module: nn.Module,
     sources = [s for s in sources if s is not None]
     needs_grad = torch.is_grad_enabled() and any(s.requires_grad
                                                  for s in sources)
-    if needs_grad or _recording():
+    # A captured graph must contain the derivation: a cached tensor would
+    # be a constant there, cut off from the parameters.
+    if needs_grad or capturing_graph():
         return compute()
     cache: Dict[str, tuple] = module.__dict__.setdefault(
         _CACHE_ATTR, _DerivedCache())

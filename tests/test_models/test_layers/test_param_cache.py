@@ -151,10 +151,6 @@ def test_backbone_in_eval_follows_new_weights_and_drops_caches_in_train():
                    for m in model.modules())
 
 
-def test_clear_derived_params_of_a_model_without_caches_does_nothing():
-    clear_derived_params(nn.Sequential(nn.Linear(2, 2)))
-
-
 def test_writes_through_data_need_clear_derived_params():
     # ``.data`` has its own version counter: such a write is not seen (the
     # documented limit) until the caches are dropped.
