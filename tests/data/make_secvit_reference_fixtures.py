@@ -16,7 +16,9 @@ Every case builds the authors' model and fills it with
 :func:`mmsecvit.testing.randomize_weights` (values depend only on the tensor
 names, which our backbone shares), runs it in float64 on a seeded input and
 stores, for each stage's output before its downsample, 1024 sampled values
-and the sum and absolute sum of the whole map.
+and the sum and absolute sum of the whole map. For the cases in
+``GRADIENT_CASES`` it also runs one training-mode backward and stores the
+sum, absolute sum and 64 sampled values of every parameter's gradient.
 """
 import argparse
 import importlib.util
@@ -42,6 +44,11 @@ CASES = [
 ]
 NUM_SAMPLES = 1024
 SEED = 2024
+#: Cases whose parameter gradients are stored too: one training step (BN
+#: with batch statistics; the reference has no dropout and its DropPath
+#: stand-in is the identity) of :func:`gradient_loss`.
+GRADIENT_CASES = ['custom_128']
+GRADIENT_SAMPLES = 64
 
 
 def install_stand_ins() -> None:
@@ -127,6 +134,45 @@ def sample_indices(numel: int, stage: int) -> torch.Tensor:
     return torch.randint(numel, (NUM_SAMPLES, ), generator=gen)
 
 
+def gradient_loss(outs: list) -> torch.Tensor:
+    """A loss over every stage's output whose gradient reaches every value:
+    each map weighted by seeded random numbers."""
+    gen = torch.Generator().manual_seed(SEED + 100)
+    return sum((out * torch.randn(out.shape, generator=gen,
+                                  dtype=out.dtype)).sum() for out in outs)
+
+
+def gradient_sample_indices(name: str, numel: int) -> torch.Tensor:
+    """The sampled positions of a parameter's gradient (seeded by the
+    parameter's name, so they are not stored)."""
+    gen = torch.Generator().manual_seed(SEED + sum(name.encode()))
+    return torch.randint(numel, (GRADIENT_SAMPLES, ), generator=gen)
+
+
+def gradient_summary(name: str, grad: torch.Tensor) -> dict:
+    """Sum, absolute sum and sampled values of one parameter's gradient."""
+    idx = gradient_sample_indices(name, grad.numel())
+    return dict(
+        values=grad.flatten()[idx].clone(),
+        sum=grad.sum().item(),
+        abs_sum=grad.abs().sum().item())
+
+
+def reference_gradients(reference_cls, arch, batch: int, height: int,
+                        width: int) -> dict:
+    """Gradient summaries of every parameter of the authors' model after
+    one training-mode backward of :func:`gradient_loss`."""
+    model = reference_cls(**reference_kwargs(arch)).double().train()
+    randomize_weights(model, seed=SEED)
+    outs = stage_outputs(model, make_input(batch, height, width))
+    gradient_loss(outs).backward()
+    return {
+        name: gradient_summary(name, param.grad)
+        for name, param in model.named_parameters()
+        if param.grad is not None
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--reference', required=True,
@@ -158,6 +204,12 @@ def main() -> None:
                 input_sum=x.sum().item(),
                 stages=stages)
             print(name, [s['shape'] for s in stages])
+    for name, arch, batch, height, width in CASES:
+        if name in GRADIENT_CASES:
+            fixtures['cases'][name]['gradients'] = reference_gradients(
+                reference_cls, arch, batch, height, width)
+            print(name, 'gradients of',
+                  len(fixtures['cases'][name]['gradients']), 'parameters')
     torch.save(fixtures, args.out)
     print(f'wrote {args.out}')
 
