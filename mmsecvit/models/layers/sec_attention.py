@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from mmsecvit.utils.errors import ConfigValueError
 from .conv_fusion import residual_conv_
-from .cpu_fusion import conv2d_add_, fusion_applies, has_forward_hooks
+from .cpu_fusion import (capturing_graph, conv2d_add_, fusion_applies,
+                         has_forward_hooks)
 from .param_cache import cached_derivation
 from .rope import apply_rope
 
@@ -92,7 +93,9 @@ def sec_order(k: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor: Indices of shape (B, heads, N), least similar first.
     """
-    with torch.autocast(k.device.type, enabled=False):
+    # No gradient: the result is an index, and recording the graph would
+    # keep the keys' similarities alive until the backward pass.
+    with torch.autocast(k.device.type, enabled=False), torch.no_grad():
         k = k.to(torch.promote_types(k.dtype, torch.float32))
         center = F.normalize(
             k.mean(dim=2, keepdim=True), dim=-1)  # (B, h, 1, d)
@@ -175,6 +178,74 @@ def rope_qk_(qkv: torch.Tensor, sin: torch.Tensor,
     return qkv
 
 
+class _RopeQKWithValues(torch.autograd.Function):
+    """:func:`rope_qk` that also returns a token-major copy of v, with a
+    backward that adds v's gradient into the rotation's gradient in place.
+
+    Used in training, where LePE reads v and the attention reads the
+    rotated tensor. Taking v from ``qkv`` by indexing would give it a
+    backward that writes v's gradient into a zero-filled full-size tensor,
+    which autograd then adds to the rotation's gradient: three passes over
+    the packed tensor per block, against one third of a pass here.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, sin: torch.Tensor,
+                cos: torch.Tensor) -> tuple:
+        ctx.save_for_backward(sin, cos)
+        ctx.set_materialize_grads(False)
+        ctx.qkv_shape = qkv.shape
+        rotated = rope_qk(qkv, sin, cos)
+        # (B, N, heads, d), contiguous: a channels-last map of v.
+        values = rotated[..., 2, :].transpose(1, 2).contiguous()
+        return rotated, values
+
+    @staticmethod
+    def backward(ctx, grad_rotated: Optional[torch.Tensor],
+                 grad_values: Optional[torch.Tensor]) -> tuple:
+        sin, cos = ctx.saved_tensors
+        if grad_rotated is None and grad_values is None:
+            return None, None, None
+        if grad_rotated is None:
+            grad = grad_values.new_zeros(ctx.qkv_shape)
+        else:
+            # The rotation's transpose is the rotation by minus the angle;
+            # v passes through (rotated by 0). A new tensor: written below.
+            if grad_rotated.stride(-1) != 1:  # e.g. expanded
+                grad_rotated = grad_rotated.contiguous()
+            grad = rope_qk(grad_rotated, -sin, cos)
+        if grad_values is not None:
+            grad[..., 2, :] += grad_values.transpose(1, 2)
+        return grad, None, None
+
+
+def rope_qk_with_values(qkv: torch.Tensor, sin: torch.Tensor,
+                        cos: torch.Tensor) -> tuple:
+    """:func:`rope_qk` and a copy of v laid out (B, N, heads, head_dims).
+
+    Where a gradient is recorded (and no graph is being captured), v's
+    gradient is added to that of the rotated tensor in place (see
+    :class:`_RopeQKWithValues`); elsewhere this is :func:`rope_qk` and a
+    copy of its v.
+
+    Args:
+        qkv (Tensor): Shape (B, heads, N, 3, head_dims); the last dimension
+            contiguous.
+        sin, cos (Tensor): RoPE tables (N, head_dims).
+
+    Returns:
+        tuple[Tensor, Tensor]: The output of :func:`rope_qk`, and v of
+        shape (B, N, heads, head_dims), contiguous (a channels-last map
+        once viewed as (B, H, W, C) and permuted).
+    """
+    if (torch.is_grad_enabled() and qkv.requires_grad
+            and not (sin.requires_grad or cos.requires_grad)
+            and not capturing_graph()):
+        return _RopeQKWithValues.apply(qkv, sin, cos)
+    rotated = rope_qk(qkv, sin, cos)
+    return rotated, rotated[..., 2, :].transpose(1, 2).contiguous()
+
+
 def _complex_rope_applies(qkv: torch.Tensor) -> bool:
     # ONNX has no complex type, and Inductor generates no code for complex
     # operators: an export or a graph being compiled takes the real path.
@@ -200,6 +271,51 @@ def _row_index(order: torch.Tensor, token_major: bool) -> torch.Tensor:
     return order + (index[:b, None] * h + index[None, :h]).unsqueeze(-1) * n
 
 
+class _PermuteRows(torch.autograd.Function):
+    """``rows[index]`` for an ``index`` that is a permutation of the rows,
+    whose backward is the gather by the inverse permutation (autograd's
+    backward of ``index_select`` zero-fills a gradient and accumulates
+    into it, several times slower on the CPU)."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, index: torch.Tensor,
+                inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index, inverse)
+        return rows.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple:
+        index, inverse = ctx.saved_tensors
+        # Differentiable, so higher-order gradients work too.
+        return permute_rows(grad, inverse, index), None, None
+
+
+def permute_rows(rows: torch.Tensor,
+                 index: torch.Tensor,
+                 inverse: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``rows.index_select(0, index)`` for a permutation ``index`` of all
+    rows of ``rows``.
+
+    Args:
+        rows (Tensor): Any tensor; its first dimension is permuted.
+        index (Tensor): A permutation of ``range(len(rows))`` (not checked:
+            a repeated or missing row gives wrong gradients).
+        inverse (Tensor, optional): The inverse permutation, computed from
+            ``index`` when needed and not given.
+
+    Returns:
+        Tensor: ``rows[index]``; with a backward that gathers (see
+        :class:`_PermuteRows`) where a gradient is recorded.
+    """
+    if not (torch.is_grad_enabled() and rows.requires_grad):
+        return rows.index_select(0, index)
+    if inverse is None:
+        inverse = torch.empty_like(index)
+        inverse[index] = torch.arange(
+            index.numel(), device=index.device, dtype=index.dtype)
+    return _PermuteRows.apply(rows, index, inverse)
+
+
 def clustered_attention_packed(qkv: torch.Tensor,
                                cluster_length: int,
                                order: Optional[torch.Tensor] = None
@@ -223,8 +339,7 @@ def clustered_attention_packed(qkv: torch.Tensor,
     """
     b, h, n, _, d = qkv.shape
     if cluster_length >= n:
-        return F.scaled_dot_product_attention(qkv[..., 0, :], qkv[..., 1, :],
-                                              qkv[..., 2, :])
+        return F.scaled_dot_product_attention(*qkv.unbind(3))
     if order is None:
         order = sec_order(qkv[..., 1, :])
     token_major = qkv.transpose(1, 2).is_contiguous()
@@ -246,17 +361,17 @@ def clustered_attention_packed(qkv: torch.Tensor,
     # One gather moves q, k and v into cluster order together, copying
     # whole rows (``gather`` would index every value). Each part comes out
     # as a contiguous (B, clusters, L, 3d) tensor for SDPA.
-    packed = rows.index_select(
-        0, torch.cat([part[0].flatten() for part in parts]))
+    packed = permute_rows(rows,
+                          torch.cat([part[0].flatten() for part in parts]))
+    # ``split`` and ``unbind`` (not slicing and indexing): their backward
+    # writes the gradients of the parts, and of q, k and v, into one new
+    # tensor, where slices would each get a zero-filled full-size gradient
+    # to be summed.
+    chunks = packed.split([part[0].numel() for part in parts])
     restored = None
-    offset = 0
-    for source_rows, target_rows, length in parts:
-        count = source_rows.numel()
-        chunk = packed[offset:offset + count].view(b, -1, length, 3, d)
-        offset += count
-        out = F.scaled_dot_product_attention(chunk[..., 0, :],
-                                             chunk[..., 1, :],
-                                             chunk[..., 2, :])
+    for chunk, (_, target_rows, length) in zip(chunks, parts):
+        q, k, v = chunk.view(b, -1, length, 3, d).unbind(3)
+        out = F.scaled_dot_product_attention(q, k, v)
         if restored is None:  # in SDPA's output dtype (autocast may cast)
             restored = out.new_empty(b, n, h, d)
         # Back to token order, row by row into the token-major buffer.
@@ -422,15 +537,20 @@ class SECAttention(nn.Module):
         qkv = F.conv2d(x, *self._qkv_weights_by_head())
         # (B, N, heads, 3, d); a view when qkv is channels-last.
         tokens = qkv.permute(0, 2, 3, 1).reshape(b, n, self.num_heads, 3, d)
-        v = tokens[..., 2, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
-        # A LePE module with hooks is called as a module.
+        if torch.is_grad_enabled():
+            # (B, heads, N, 3, d), and v for LePE taken from it, so that
+            # v's gradient is added to the rotation's in one place.
+            qkv, v = rope_qk_with_values(tokens.transpose(1, 2), sin, cos)
+            v = v.view(b, h, w, c).permute(0, 3, 1, 2)
+        else:
+            v = tokens[..., 2, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
+            # q and k rotated in place; v, read by LePE, is not touched.
+            qkv = rope_qk_(tokens.transpose(1, 2), sin, cos)
+        # A LePE module with hooks is called as a module. With the fusion,
+        # LePE is added to the attention's output by the LePE convolution
+        # itself, below.
         fused = fusion_applies(x) and not has_forward_hooks(self.lepe)
-        # With the fusion, LePE is added to the attention's output by the
-        # LePE convolution itself, below; q and k are rotated in place
-        # (without a gradient; v, read by LePE, is not touched).
         lepe = None if fused else self.lepe(v)
-        # (B, heads, N, 3, d)
-        qkv = rope_qk_(tokens.transpose(1, 2), sin, cos)
 
         if torch.onnx.is_in_onnx_export():
             # No cluster records: a graph has no Python side effects.

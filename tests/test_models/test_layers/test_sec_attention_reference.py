@@ -7,8 +7,11 @@ from mmsecvit.models import SecViT
 from mmsecvit.models.layers import RoPE2d
 from mmsecvit.models.layers.rope import apply_rope, rotate_pairs
 from mmsecvit.models.layers.sec_attention import (clustered_attention,
+                                                  clustered_attention_packed,
+                                                  permute_rows,
                                                   resolve_cluster_length,
-                                                  rope_qk, sec_order)
+                                                  rope_qk, rope_qk_with_values,
+                                                  sec_order)
 from mmsecvit.testing import (TEST_ARCH, randomize_weights,
                               reference_clustered_attention,
                               reference_sec_order, use_reference_attention)
@@ -115,15 +118,40 @@ def test_packed_rope_gradients_equal_plain_rope():
     torch.testing.assert_close(fast, expected, rtol=0, atol=1e-12)
 
 
-def test_fast_attention_gradients_equal_reference():
-    q, k, v = (t.requires_grad_() for t in random_qkv(37))
+def token_major_attention(q, k, v, cluster_length, order):
+    """``clustered_attention`` on a packed tensor laid out (B, N, heads, 3,
+    d) in memory, as the backbone's channels-last qkv convolution makes
+    it (the other gather path)."""
+    packed = torch.stack([q, k, v], dim=3).transpose(1, 2).contiguous()
+    return clustered_attention_packed(packed.transpose(1, 2), cluster_length,
+                                      order)
+
+
+@pytest.mark.parametrize('attention',
+                         [clustered_attention, token_major_attention])
+@pytest.mark.parametrize('num_tokens,cluster_length', [(37, 8), (40, 8),
+                                                       (37, 37)])
+def test_fast_attention_gradients_equal_reference(attention, num_tokens,
+                                                  cluster_length):
+    # 37 tokens in clusters of 8: a shorter last cluster; 40: none; a
+    # cluster of all tokens: global attention.
+    q, k, v = (t.requires_grad_() for t in random_qkv(num_tokens))
     order = sec_order(k.detach())
     grads = []
-    for attention in (clustered_attention, reference_clustered_attention):
-        out = attention(q, k, v, 8, order)
+    for fn in (attention, reference_clustered_attention):
+        out = fn(q, k, v, cluster_length, order)
         grads.append(torch.autograd.grad((out * out).sum(), (q, k, v)))
     for fast, reference in zip(*grads):
         torch.testing.assert_close(fast, reference, rtol=0, atol=1e-10)
+
+
+def test_permute_rows_gradients():
+    rows = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    index = torch.randperm(7, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(permute_rows(rows, index), rows[index])
+    torch.autograd.gradcheck(lambda r: permute_rows(r, index), (rows, ))
+    torch.autograd.gradgradcheck(lambda r: permute_rows(r, index) ** 2,
+                                 (rows, ))
 
 
 @pytest.mark.parametrize('mode', ['num_clusters', 'cluster_size'])
@@ -140,3 +168,33 @@ def test_backbone_fast_path_equals_reference_path(mode):
             reference = model(x)
     for a, b in zip(fast, reference):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize('with_values_grad', [True, False])
+@pytest.mark.parametrize('with_rotated_grad', [True, False])
+def test_rope_with_values_gradients_equal_rope_and_indexing(
+        with_rotated_grad, with_values_grad):
+    qkv, sin, cos = packed_qkv_and_tables(torch.float64)
+    qkv.requires_grad_()
+    rotated, values = rope_qk_with_values(qkv, sin, cos)
+    plain = rope_qk(qkv, sin, cos)
+    assert torch.equal(rotated, plain)
+    assert torch.equal(values, qkv[..., 2, :].transpose(1, 2))
+    assert values.is_contiguous()
+
+    gen = torch.Generator().manual_seed(3)
+    weights = [torch.randn(t.shape, generator=gen, dtype=torch.float64)
+               for t in (rotated, values)]
+    used = [with_rotated_grad, with_values_grad]
+
+    def loss(rotated, values):
+        terms = [(t * w).sum() for t, w, u in zip((rotated, values), weights,
+                                                    used) if u]
+        return sum(terms) if terms else (rotated.sum() * 0)
+
+    fast, = torch.autograd.grad(loss(rotated, values), qkv)
+    expected, = torch.autograd.grad(
+        loss(plain, qkv[..., 2, :].transpose(1, 2)), qkv)
+    torch.testing.assert_close(fast, expected, rtol=0, atol=1e-12)
+    torch.autograd.gradcheck(
+        lambda t: rope_qk_with_values(t, sin, cos), (qkv, ), fast_mode=True)
