@@ -188,8 +188,8 @@ def test_rope_with_values_gradients_equal_rope_and_indexing(
     used = [with_rotated_grad, with_values_grad]
 
     def loss(rotated, values):
-        terms = [(t * w).sum() for t, w, u in zip((rotated, values), weights,
-                                                    used) if u]
+        pairs = zip((rotated, values), weights, used)
+        terms = [(t * w).sum() for t, w, u in pairs if u]
         return sum(terms) if terms else (rotated.sum() * 0)
 
     fast, = torch.autograd.grad(loss(rotated, values), qkv)
