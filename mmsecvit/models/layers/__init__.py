@@ -5,6 +5,7 @@ from .norm import BATCH_NORMS, LayerNorm2d, batch_norm
 from .cpu_fusion import (add_scaled_, conv2d_add_, conv2d_gelu,
                          fusion_applies, gelu_, has_forward_hooks,
                          onednn_fusion)
+from .depthwise_conv import depthwise_conv2d
 from .param_cache import cached_derivation, clear_derived_params
 from .rope import RoPE2d, apply_rope
 from .sec_attention import (SECAttention, clustered_attention,
@@ -19,5 +20,5 @@ __all__ = [
     'resolve_cluster_length', 'sec_order', 'conv2d_add_', 'conv2d_gelu',
     'fold_conv_norm', 'fusion_applies', 'onednn_fusion', 'scaled_conv_params',
     'add_scaled_', 'gelu_', 'has_forward_hooks', 'residual_conv_',
-    'cached_derivation', 'clear_derived_params'
+    'cached_derivation', 'clear_derived_params', 'depthwise_conv2d'
 ]

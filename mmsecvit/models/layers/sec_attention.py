@@ -36,6 +36,7 @@ from mmsecvit.utils.errors import ConfigValueError
 from .conv_fusion import residual_conv_
 from .cpu_fusion import (capturing_graph, conv2d_add_, fusion_applies,
                          has_forward_hooks)
+from .depthwise_conv import depthwise_conv2d
 from .param_cache import cached_derivation
 from .rope import apply_rope
 
@@ -549,8 +550,12 @@ class SECAttention(nn.Module):
         # A LePE module with hooks is called as a module. With the fusion,
         # LePE is added to the attention's output by the LePE convolution
         # itself, below.
-        fused = fusion_applies(x) and not has_forward_hooks(self.lepe)
-        lepe = None if fused else self.lepe(v)
+        hooked = has_forward_hooks(self.lepe)
+        fused = fusion_applies(x) and not hooked
+        if fused:
+            lepe = None
+        else:
+            lepe = self.lepe(v) if hooked else depthwise_conv2d(self.lepe, v)
 
         if torch.onnx.is_in_onnx_export():
             # No cluster records: a graph has no Python side effects.
