@@ -1,6 +1,7 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 import copy
 import json
+from unittest import mock
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmsecvit.models import SecViT, parse_arch
-from mmsecvit.models.layers import (activation_checkpoint,
+from mmsecvit.models.layers import (activation_checkpoint, depthwise_conv,
                                     record_cluster_assignments)
 from mmsecvit.registry import MODELS
 from mmsecvit.testing import TEST_ARCH, arch_literal, randomize_weights
@@ -258,6 +259,30 @@ def test_with_cp_gives_the_same_outputs_and_gradients(with_cp):
     for name in grads:
         torch.testing.assert_close(
             cp_grads[name], grads[name], rtol=0, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize('with_cp', [False, 'selective'])
+def test_float32_training_paths_give_the_plain_gradients(with_cp):
+    # float32 takes the CPU-only training paths (LePE's assembled weight
+    # gradient); the float64 tests above and the reference gradients run
+    # the plain ones.
+    x = torch.rand(2, 3, 64, 64)
+    fast = small_model(with_cp=with_cp)
+    plain = small_model(with_cp=with_cp)
+    spy = mock.patch.object(
+        depthwise_conv, 'depthwise_weight_grad_by_3x3',
+        wraps=depthwise_conv.depthwise_weight_grad_by_3x3)
+    with spy as assembled:
+        outs, grads = outputs_and_gradients(fast, x)
+    assert assembled.call_count == sum(fast.depths)
+    with mock.patch.object(depthwise_conv, '_fast_weight_grad_applies',
+                           return_value=False):
+        plain_outs, plain_grads = outputs_and_gradients(plain, x)
+    for out, plain_out in zip(outs, plain_outs):
+        torch.testing.assert_close(out, plain_out, rtol=0, atol=0)
+    for name in grads:
+        torch.testing.assert_close(
+            grads[name], plain_grads[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 class _CountConvolutions(TorchDispatchMode):
