@@ -306,9 +306,11 @@ def permute_rows(rows: torch.Tensor,
 
     Returns:
         Tensor: ``rows[index]``; with a backward that gathers (see
-        :class:`_PermuteRows`) where a gradient is recorded.
+        :class:`_PermuteRows`) where a gradient is recorded and no graph is
+        being captured (a compiler finds its own backward).
     """
-    if not (torch.is_grad_enabled() and rows.requires_grad):
+    if not (torch.is_grad_enabled() and rows.requires_grad
+            and not capturing_graph()):
         return rows.index_select(0, index)
     if inverse is None:
         inverse = torch.empty_like(index)

@@ -77,3 +77,21 @@ def test_backbone_compiles_with_inductor_for_many_sizes():
 def test_cluster_length_is_the_integer_ceiling(tokens, clusters, expected):
     assert resolve_cluster_length(tokens, clusters, 'num_clusters',
                                   98) == expected
+
+
+def test_training_compiles_for_two_sizes_with_the_eager_gradients():
+    # Training under torch.compile(dynamic=True): the backward formulas of
+    # our own step aside while a graph is captured, and the compiled
+    # forward and backward give eager's gradients at every size.
+    torch.manual_seed(0)
+    model = SecViT(arch=TEST_ARCH, drop_path_rate=0.).double().train()
+    compiled = torch.compile(model, backend='aot_eager', dynamic=True)
+    for size in SIZES[:2]:
+        x = torch.rand(2, 3, *size, dtype=torch.float64)
+        grads = []
+        for runner in (model, compiled):
+            model.zero_grad()
+            sum((out**2).mean() for out in runner(x)).backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
+        for eager, graph in zip(*grads):
+            torch.testing.assert_close(graph, eager, rtol=0, atol=1e-10)
