@@ -5,9 +5,11 @@ Full activation checkpointing (``with_cp=True``) keeps only a block's input
 and runs the whole block again in the backward pass. Selective
 checkpointing keeps the outputs of the operations that carry most of the
 block's FLOPs (the attention kernel and the 1x1 convolutions that expand
-the channels: qkv and the FFN's first layer) and recomputes the rest: layer
-norms, depth-wise convolutions, GELU, RoPE, the clustering's sort, gathers
-and scatters, and the attention's output projection (a C-to-C 1x1
+the channels: qkv and the FFN's first layer) and the token ranking's sort
+(small: a value and an index per token and head), and recomputes the rest:
+layer norms, depth-wise convolutions, GELU, RoPE, the similarities the
+ranking sorts, the clustering's gathers and scatters, and the attention's
+output projection (a C-to-C 1x1
 convolution, a tenth of the block's multiply-adds; no backward needs its
 output, so keeping it only saved that recomputation, at C values per token
 and block). The output of the FFN's second layer is not kept either: no
@@ -52,10 +54,20 @@ def _is_saved_convolution(args) -> bool:
             and out_channels > in_channels)
 
 
+#: The sort behind the token ranking: its output (a value and an index per
+#: token and head, a twentieth of a C-channel map for SecViT-S) is kept
+#: rather than sorted again.
+_SORT_OPS = {
+    getattr(_aten.sort, name)
+    for name in ('default', 'stable') if hasattr(_aten.sort, name)
+}
+
+
 def keep_attention_and_projections(ctx, op, *args, **kwargs):
-    """Checkpoint policy: save the outputs of SDPA and of the 1x1
-    convolutions that expand the channels; recompute everything else."""
-    if op in _ATTENTION_OPS:
+    """Checkpoint policy: save the outputs of SDPA, of the 1x1 convolutions
+    that expand the channels and of the ranking's sort; recompute
+    everything else."""
+    if op in _ATTENTION_OPS or op in _SORT_OPS:
         return CheckpointPolicy.MUST_SAVE
     if op is _aten.convolution.default and _is_saved_convolution(args):
         return CheckpointPolicy.MUST_SAVE

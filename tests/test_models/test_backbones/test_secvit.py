@@ -285,15 +285,16 @@ def test_float32_training_paths_give_the_plain_gradients(with_cp):
             grads[name], plain_grads[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-class _CountConvolutions(TorchDispatchMode):
-    """Counts the forward convolutions run while it is active."""
+class _CountOps(TorchDispatchMode):
+    """Counts the calls of the given operators run while it is active."""
 
-    def __init__(self):
+    def __init__(self, *ops):
         super().__init__()
+        self.ops = ops
         self.count = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten.convolution.default:
+        if func in self.ops:
             self.count += 1
         return func(*args, **(kwargs or {}))
 
@@ -310,9 +311,23 @@ def test_checkpointing_recomputes_the_convolutions_it_should(
     model = small_model(with_cp=with_cp)
     outs = model(torch.rand(2, 3, 32, 32))
     loss = sum(o.mean() for o in outs)
-    with _CountConvolutions() as counter:
+    with _CountOps(torch.ops.aten.convolution.default) as counter:
         loss.backward()
     assert counter.count == recomputed_per_block * sum(model.depths)
+
+
+@pytest.mark.parametrize('with_cp, sorted_again', [(False, False),
+                                                   ('selective', False),
+                                                   ('full', True)])
+def test_selective_checkpointing_keeps_the_ranking(with_cp, sorted_again):
+    model = small_model(with_cp=with_cp)
+    sort = torch.ops.aten.sort.default, torch.ops.aten.sort.stable
+    with _CountOps(*sort) as forward:
+        outs = model(torch.rand(2, 3, 64, 64))
+    with _CountOps(*sort) as backward:
+        sum(o.mean() for o in outs).backward()
+    assert forward.count > 0
+    assert backward.count == (forward.count if sorted_again else 0)
 
 
 def test_unknown_with_cp_is_rejected():
