@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .norm import BATCH_NORMS, batch_norm
 from .cpu_fusion import (add_scaled_, conv2d_add_, conv2d_gelu, gelu_,
                          has_forward_hooks)
+from .depthwise_conv import is_size_preserving_depthwise
 from .param_cache import cached_derivation
 
 
@@ -38,10 +39,7 @@ def conv_plus_identity(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         Tensor: ``x + conv(x)``.
     """
     kh, kw = conv.kernel_size
-    if not (conv.groups == conv.in_channels == conv.out_channels
-            and conv.stride == (1, 1) and conv.dilation == (1, 1)
-            and kh % 2 == 1 and kw % 2 == 1
-            and conv.padding == (kh // 2, kw // 2)):
+    if not is_size_preserving_depthwise(conv):
         raise ValueError(f'conv_plus_identity needs a size-preserving '
                          f'depth-wise convolution, got {conv}.')
 

@@ -23,7 +23,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cpu_fusion import capturing_graph
+from .cpu_fusion import capturing_graph, has_forward_hooks
+
+
+def is_size_preserving_depthwise(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` is depth-wise (``groups`` equal to its input and
+    output channels) with stride 1, no dilation, odd kernel sides and
+    padding of half the kernel, so that its output has the input's size
+    and each output value is centred on its input value."""
+    kh, kw = conv.kernel_size
+    return (conv.groups == conv.in_channels == conv.out_channels
+            and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and kh % 2 == 1 and kw % 2 == 1
+            and conv.padding == (kh // 2, kw // 2))
 
 
 def _window_starts(kernel: int) -> List[int]:
@@ -97,18 +109,17 @@ class _DepthwiseConv2d(torch.autograd.Function):
 
 def _fast_weight_grad_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     """Where the assembled weight gradient is used: a depth-wise, stride-1,
-    size-preserving kernel larger than 3x3 (odd sides), a float32 CPU
-    input through oneDNN, a gradient being recorded, no autocast and no
-    graph being captured (a compiler makes its own kernels)."""
+    size-preserving kernel larger than 3x3 (odd sides) with zero padding,
+    no forward hooks, a float32 CPU input through oneDNN, a gradient being
+    recorded, no autocast and no graph being captured (a compiler makes its
+    own kernels)."""
     kh, kw = conv.kernel_size
     return (torch.is_grad_enabled() and conv.weight.requires_grad
             and x.device.type == 'cpu' and x.dtype == torch.float32
-            and conv.groups == conv.in_channels == conv.out_channels
-            and conv.stride == (1, 1) and conv.dilation == (1, 1)
-            and kh % 2 == 1 and kw % 2 == 1 and max(kh, kw) > 3
-            and min(kh, kw) >= 3
-            and conv.padding == (kh // 2, kw // 2)
+            and is_size_preserving_depthwise(conv)
+            and max(kh, kw) > 3 and min(kh, kw) >= 3
             and conv.padding_mode == 'zeros'
+            and not has_forward_hooks(conv)
             and torch.backends.mkldnn.enabled
             and torch.backends.mkldnn.is_available()
             and not torch.is_autocast_enabled('cpu')
@@ -122,6 +133,7 @@ def depthwise_conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     Args:
         conv (nn.Conv2d): Any convolution; the faster gradient is used for
             depth-wise, stride-1, size-preserving kernels larger than 3x3.
+            A module with forward hooks is called as a module.
         x (Tensor): Input map (B, C, H, W).
 
     Returns:

@@ -552,12 +552,8 @@ class SECAttention(nn.Module):
         # A LePE module with hooks is called as a module. With the fusion,
         # LePE is added to the attention's output by the LePE convolution
         # itself, below.
-        hooked = has_forward_hooks(self.lepe)
-        fused = fusion_applies(x) and not hooked
-        if fused:
-            lepe = None
-        else:
-            lepe = self.lepe(v) if hooked else depthwise_conv2d(self.lepe, v)
+        fused = fusion_applies(x) and not has_forward_hooks(self.lepe)
+        lepe = None if fused else depthwise_conv2d(self.lepe, v)
 
         if torch.onnx.is_in_onnx_export():
             # No cluster records: a graph has no Python side effects.

@@ -74,7 +74,8 @@ def test_the_assembled_gradient_is_used_where_it_applies():
 
 
 @pytest.mark.parametrize('case', [
-    'float64', 'no_grad', 'frozen', '3x3', 'strided', 'autocast', 'padding'
+    'float64', 'no_grad', 'frozen', '3x3', 'strided', 'autocast', 'padding',
+    'hooked'
 ])
 def test_other_cases_run_the_module(case):
     conv = nn.Conv2d(6, 6, 5, padding=2, groups=6)
@@ -95,8 +96,13 @@ def test_other_cases_run_the_module(case):
     elif case == 'padding':
         conv = nn.Conv2d(6, 6, 5, padding=2, groups=6,
                          padding_mode='reflect')
+    elif case == 'hooked':
+        calls = []
+        conv.register_forward_hook(lambda *args: calls.append(1))
     with context, mock.patch.object(
             depthwise_conv, '_DepthwiseConv2d') as function:
         out = depthwise_conv2d(conv, x)
     function.apply.assert_not_called()
+    if case == 'hooked':
+        assert calls == [1]
     assert out.shape == conv(x).shape
