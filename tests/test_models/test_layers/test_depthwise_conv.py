@@ -75,7 +75,7 @@ def test_the_assembled_gradient_is_used_where_it_applies():
 
 @pytest.mark.parametrize('case', [
     'float64', 'no_grad', 'frozen', '3x3', 'strided', 'autocast', 'padding',
-    'hooked'
+    'hooked', 'other_device'
 ])
 def test_other_cases_run_the_module(case):
     conv = nn.Conv2d(6, 6, 5, padding=2, groups=6)
@@ -96,6 +96,8 @@ def test_other_cases_run_the_module(case):
     elif case == 'padding':
         conv = nn.Conv2d(6, 6, 5, padding=2, groups=6,
                          padding_mode='reflect')
+    elif case == 'other_device':  # stands for a GPU: cuDNN's own kernels
+        conv, x = conv.to('meta'), x.to('meta')
     elif case == 'hooked':
         calls = []
         conv.register_forward_hook(lambda *args: calls.append(1))
