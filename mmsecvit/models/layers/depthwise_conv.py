@@ -114,7 +114,10 @@ def _fast_weight_grad_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     recorded, no autocast and no graph being captured (a compiler makes its
     own kernels)."""
     kh, kw = conv.kernel_size
-    return (torch.is_grad_enabled() and conv.weight.requires_grad
+    # The capture check comes first: the oneDNN queries below are functions
+    # TorchDynamo does not trace, and would break the graph.
+    return (not capturing_graph() and torch.is_grad_enabled()
+            and conv.weight.requires_grad
             and x.device.type == 'cpu' and x.dtype == torch.float32
             and is_size_preserving_depthwise(conv)
             and max(kh, kw) > 3 and min(kh, kw) >= 3
@@ -122,8 +125,7 @@ def _fast_weight_grad_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
             and not has_forward_hooks(conv)
             and torch.backends.mkldnn.enabled
             and torch.backends.mkldnn.is_available()
-            and not torch.is_autocast_enabled('cpu')
-            and not capturing_graph())
+            and not torch.is_autocast_enabled('cpu'))
 
 
 def depthwise_conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,34 @@ def batch_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.contiguous(memory_format=memory_format)
 
 
+def layer_norm_over_channels(x: torch.Tensor, weight: torch.Tensor,
+                             bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm over dim 1 of ``x`` without permuting it, the path
+    :class:`LayerNorm2d` takes while torch.compile captures a graph.
+
+    The eager path permutes the map to channels-last order, normalises the
+    last dim and permutes back, so its output is a view. In a training
+    graph compiled by Inductor with dynamic shapes (torch 2.13) such a view,
+    when it is saved for the backward pass (the next convolution's input),
+    fails the compile: Inductor orders its symbolic strides without the
+    shape environment and raises ``TypeError: cannot determine truth value
+    of Relational`` (pytorch/pytorch#185510; the reproduction is in
+    docs/benchmark.md). Here the output is a new tensor, and Inductor fuses
+    the statistics and the normalisation.
+
+    Args:
+        x (Tensor): Map (B, C, H, W).
+        weight, bias (Tensor): Affine parameters (C,).
+        eps (float): Added to the variance.
+
+    Returns:
+        Tensor: The normalised map, in the memory format of ``x``.
+    """
+    var, mean = torch.var_mean(x, dim=1, correction=0, keepdim=True)
+    x = (x - mean) * torch.rsqrt(var + eps)
+    return x * weight[:, None, None] + bias[:, None, None]
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channels of an NCHW map.
 
@@ -56,6 +84,9 @@ class LayerNorm2d(nn.Module):
         self.norm = nn.LayerNorm(num_channels, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return layer_norm_over_channels(x, self.norm.weight,
+                                            self.norm.bias, self.norm.eps)
         # For a channels-last map both permutes are free, and the result is
         # channels-last again: the next convolutions run fastest that way,
         # so no copy back to NCHW is made.

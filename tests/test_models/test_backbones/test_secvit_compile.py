@@ -15,6 +15,8 @@ import torch
 
 from mmsecvit.analysis.compile_check import check_dynamic_compile
 from mmsecvit.models import SecViT
+from mmsecvit.models.backbones.secvit import SecViTBlock
+from mmsecvit.models.layers.rope import RoPE2d
 from mmsecvit.models.layers.sec_attention import resolve_cluster_length
 from mmsecvit.testing import TEST_ARCH
 
@@ -95,3 +97,20 @@ def test_training_compiles_for_two_sizes_with_the_eager_gradients():
             grads.append([p.grad.clone() for p in model.parameters()])
         for eager, graph in zip(*grads):
             torch.testing.assert_close(graph, eager, rtol=0, atol=1e-10)
+
+
+def test_float32_training_of_a_block_is_captured_in_one_graph():
+    # float32 on the CPU is where our own backward formulas apply. While a
+    # graph is captured they step aside, and must do so before any check
+    # TorchDynamo cannot trace (the oneDNN queries), which would break the
+    # graph in every block.
+    torch.manual_seed(0)
+    block = SecViTBlock(32, 2, 4, cluster_mode='cluster_size',
+                        cluster_size=CLUSTER_SIZE).train()
+    sin, cos = RoPE2d(32, 2)((12, 10))
+    x = torch.rand(2, 32, 12, 10).contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(
+        block, backend='aot_eager', dynamic=True, fullgraph=True)
+    compiled(x, sin, cos).sum().backward()
+    for name, param in block.named_parameters():
+        assert param.grad is not None and param.grad.isfinite().all(), name
