@@ -26,6 +26,7 @@ Memory is measured as:
 * GPU: ``torch.cuda.max_memory_allocated`` minus the memory allocated before
   the first forward.
 """
+import copy
 import json
 import math
 import os
@@ -42,6 +43,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from mmsecvit.deployment.onnx_export import export_onnx
+from mmsecvit.analysis.compile_check import (backbone_blocks,
+                                             compile_regions,
+                                             region_recompile_limit)
 from mmsecvit.analysis.flops import count_flops
 from mmsecvit.models import SecViT
 from mmsecvit.registry import MODELS
@@ -92,9 +96,12 @@ class Case:
             only).
         amp (str, optional): Autocast dtype, 'bf16' or 'fp16'; None runs
             in fp32.
-        compile (bool): Run the model through ``torch.compile`` (default
-            Inductor); the first, compiling call is reported apart as
-            ``first_call_s``.
+        compile (bool | str): Run the model through ``torch.compile``
+            (default Inductor): True compiles the whole backbone, 'blocks'
+            each of its blocks on its own with dynamic shapes (regional
+            compilation, see
+            :func:`~mmsecvit.analysis.compile_check.backbone_blocks`). The
+            first, compiling call is reported apart as ``first_call_s``.
         count_macs (bool): Count the multiply-adds of the work and time an
             fp32 matrix product, for the arithmetic rate and its share of
             the machine's limit (backbone cases only).
@@ -115,7 +122,7 @@ class Case:
     check_diff: bool = True
     runtime: str = 'pytorch'
     amp: Optional[str] = None
-    compile: bool = False
+    compile: Union[bool, str] = False
     count_macs: bool = True
     limit_size: int = 4096
 
@@ -144,7 +151,9 @@ class Case:
             name += f' {self.runtime}'
         if self.amp:
             name += f' amp={self.amp}'
-        if self.compile:
+        if self.compile == 'blocks':
+            name += ' compiled per block'
+        elif self.compile:
             name += ' compiled'
         return name
 
@@ -257,6 +266,16 @@ def matmul_rate(device: Union[str, torch.device] = 'cpu',
     return size**3 / best / 1e9
 
 
+def _compiled(model: torch.nn.Module,
+              how: Union[bool, str]) -> torch.nn.Module:
+    """The model to run for :attr:`Case.compile`: itself (False), its
+    blocks compiled in place ('blocks') or ``torch.compile(model)``."""
+    if how == 'blocks':
+        compile_regions(model, backbone_blocks, dynamic=True)
+        return model
+    return torch.compile(model) if how else model
+
+
 def case_gmacs(model: torch.nn.Module, case: Case) -> float:
     """GMACs of one timed step of a backbone case: the forward of a batch
     (counted on one image, times the batch), three times that for a
@@ -365,11 +384,14 @@ def run_case(case: Case) -> Result:
     model.train(train)
     autocast = _autocast(case, device)
     if detector:
-        if case.compile:
-            model.backbone = torch.compile(model.backbone)
+        model.backbone = _compiled(model.backbone, case.compile)
         step = _detector_step(model, case, device, autocast)
     else:
-        runner = torch.compile(model) if case.compile else model
+        # Blocks are compiled in place, so on a copy: the multiply-adds are
+        # counted on the eager model.
+        runner = _compiled(
+            copy.deepcopy(model) if case.compile == 'blocks' else model,
+            case.compile)
         x = torch.rand(case.batch, 3, *case.size, device=device)
 
         def step():
@@ -391,7 +413,9 @@ def run_case(case: Case) -> Result:
 
     reference = case.model == 'secvit' and case.impl == 'reference'
     context = use_reference_attention() if reference else nullcontext()
-    with context:
+    limit = (region_recompile_limit()
+             if case.compile == 'blocks' else nullcontext())
+    with context, limit:
         for i in range(case.warmup):
             _sync(device)
             start = time.perf_counter()
@@ -612,7 +636,7 @@ def build_cases(archs: Sequence[object],
                 train_batch: int = 2,
                 runtime: str = 'pytorch',
                 amps: Sequence[Optional[str]] = (None, ),
-                compiles: Sequence[bool] = (False, ),
+                compiles: Sequence[Union[bool, str]] = (False, ),
                 det_train_sizes: Sequence[Tuple[int, int]] = (),
                 train_with_cp: Sequence[Union[bool, str]] = WITH_CP_MODES,
                 **common) -> List[Case]:
@@ -637,7 +661,8 @@ def build_cases(archs: Sequence[object],
         train_batch (int): Batch of the training cases (also of the
             detector's).
         amps: Autocast dtypes (None: fp32, 'bf16', 'fp16').
-        compiles: ``torch.compile`` off (False) and/or on (True).
+        compiles: ``torch.compile`` off (False), on (True) and/or per
+            block ('blocks'); see :attr:`Case.compile`.
         det_train_sizes: Input sizes of Mask R-CNN training iterations.
         train_with_cp: Activation checkpointing of the training cases:
             any of False, 'selective' (SecViT only) and True.

@@ -4,13 +4,16 @@ import subprocess
 
 import pytest
 import torch
+from mmdet.models.backbones import SwinTransformer
 
 from mmsecvit.analysis import benchmark
 from mmsecvit.analysis.benchmark import (Case, Result, build_cases,
                                          format_table, parse_size)
+from mmsecvit.analysis.compile_check import backbone_blocks
 from mmsecvit.analysis.flops import count_flops
 from mmsecvit.models import SecViT
 from mmsecvit.testing import TEST_ARCH
+from mmsecvit.utils.errors import ConfigValueError
 
 
 def test_build_cases_puts_swin_first_and_adds_training_cases():
@@ -255,3 +258,49 @@ def test_macs_are_counted_after_the_memory_is_measured(monkeypatch):
              limit_size=64))
     assert calls == ['memory', 'memory', 'macs']
     assert result.gmacs == 1.0 and result.limit_gmacs_per_s > 0
+
+
+@pytest.mark.parametrize('task', ['infer', 'train'])
+def test_blocks_are_compiled_on_a_copy_and_macs_counted_eagerly(
+        monkeypatch, task):
+    compiled = []
+    compile_regions = benchmark.compile_regions
+
+    def eager_backend(model, regions, **kwargs):
+        # Inductor would take minutes here; 'eager' still goes through
+        # TorchDynamo.
+        compiled.append((model, kwargs, len(regions(model))))
+        compile_regions(model, regions, **kwargs, backend='eager')
+
+    counted = []
+
+    def record_macs(model, case):
+        counted.append(model)
+        return 1.0
+
+    monkeypatch.setattr(benchmark, 'compile_regions', eager_backend)
+    monkeypatch.setattr(benchmark, 'case_gmacs', record_macs)
+    case = Case(arch=TEST_ARCH, size=(32, 48), task=task, batch=2,
+                compile='blocks', warmup=1, repeats=1, threads=1,
+                limit_size=64)
+    assert case.name.endswith(' compiled per block')
+    result = benchmark.run_case(case)
+    assert len(result.times) == 1 and result.first_call_s > 0
+    (runner, kwargs, regions), = compiled
+    assert kwargs == {'dynamic': True}
+    assert regions == sum(TEST_ARCH['depths'])
+    # The copy ran compiled; the multiply-adds came from the eager model.
+    model, = counted
+    assert model is not runner
+    assert all(block._compiled_call_impl is None
+               for stage in model.layers for block in stage.blocks)
+    assert all(block._compiled_call_impl is not None
+               for stage in runner.layers for block in stage.blocks)
+
+
+def test_blocks_of_secvit_and_swin_and_a_model_without_stages():
+    assert len(backbone_blocks(SecViT(arch=TEST_ARCH))) == sum(
+        TEST_ARCH['depths'])
+    assert len(backbone_blocks(SwinTransformer())) == 2 + 2 + 6 + 2
+    with pytest.raises(ConfigValueError, match='compile the whole model'):
+        backbone_blocks(torch.nn.Conv2d(3, 4, 1))

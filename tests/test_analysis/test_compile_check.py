@@ -2,9 +2,11 @@
 """check_dynamic_compile counts graphs, compares with eager and records
 errors per size (a small conv model, the eager backend: seconds)."""
 import pytest
+import torch
 import torch.nn as nn
 
-from mmsecvit.analysis.compile_check import check_dynamic_compile
+from mmsecvit.analysis.compile_check import (REGION_RECOMPILE_LIMIT,
+                                             check_dynamic_compile)
 
 
 class Picky(nn.Module):
@@ -41,3 +43,60 @@ def test_dynamic_shapes_need_no_graph_per_size():
         nn.Conv2d(3, 4, 3, padding=1).eval(), [(16, 24), (20, 30), (32, 28)],
         backend='eager')
     assert report.graphs == 1 and not report.errors
+
+
+class Block(nn.Module):
+    """A residual conv (TorchDynamo traces user modules; torch's own are
+    skipped as compile targets)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x).relu()
+
+
+class TwoStages(nn.Module):
+    """Two stages of two like blocks each; the stages differ in width."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 1)
+        self.first = nn.ModuleList(Block(4) for _ in range(2))
+        self.down = nn.Conv2d(4, 8, 1)
+        self.second = nn.ModuleList(Block(8) for _ in range(2))
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.first:
+            x = block(x)
+        x = self.down(x)
+        for block in self.second:
+            x = block(x)
+        return x
+
+
+def _blocks(model):
+    return [*model.first, *model.second]
+
+
+def test_regions_are_compiled_on_a_copy_and_share_graphs():
+    model = TwoStages().eval()
+    seen = []
+
+    def limit_during_the_run(module, inputs):
+        seen.append(torch._dynamo.config.recompile_limit)
+
+    model.stem.register_forward_pre_hook(limit_during_the_run)
+    limit = torch._dynamo.config.recompile_limit
+    report = check_dynamic_compile(
+        model, [(16, 24), (20, 30)], backend='eager', regions=_blocks)
+    assert not report.errors and report.max_diff == 0
+    # One graph per stage (the blocks of a stage share it), none for the
+    # stem and the downsampling conv, which run eagerly.
+    assert report.graphs == 2
+    # The model itself stays eager; the limit is raised only for the run.
+    assert all(block._compiled_call_impl is None for block in _blocks(model))
+    assert max(seen) >= REGION_RECOMPILE_LIMIT
+    assert torch._dynamo.config.recompile_limit == limit

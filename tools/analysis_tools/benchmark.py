@@ -19,7 +19,7 @@ Examples:
     python tools/analysis_tools/benchmark.py --device cuda --archs t s \
         --impls fast --sizes 224x224 512x512 800x1333 \
         --train-sizes 800x1333 --det-train-sizes 800x1333 \
-        --amp none bf16 fp16 --compile off on --repeats 20 --warmup 5 \
+        --amp none bf16 fp16 --compile off on blocks --repeats 20 --warmup 5 \
         --out docs/benchmark_results_cuda.md --plot docs/benchmark_cuda.png
 """
 import argparse
@@ -34,6 +34,7 @@ from mmsecvit.models import parse_arch
 
 #: --train-with-cp names and the ``with_cp`` values they stand for.
 WITH_CP_CHOICES = {'none': False, 'selective': 'selective', 'full': True}
+COMPILE_CHOICES = {'off': False, 'on': True, 'blocks': 'blocks'}
 
 
 def parse_args(argv=None):
@@ -79,8 +80,11 @@ def parse_args(argv=None):
         '--amp', nargs='+', default=['none'], choices=['none', *AMP_DTYPES],
         help='autocast dtypes to measure each case in')
     parser.add_argument(
-        '--compile', nargs='+', default=['off'], choices=['off', 'on'],
-        help='measure each case eagerly and/or through torch.compile')
+        '--compile', nargs='+', default=['off'],
+        choices=list(COMPILE_CHOICES),
+        help='measure each case eagerly (off) and/or through torch.compile: '
+        'the whole backbone (on) or each of its blocks with dynamic '
+        'shapes (blocks)')
     parser.add_argument(
         '--limit-size', type=int, default=4096,
         help='side of the fp32 matrix product that measures the '
@@ -126,7 +130,7 @@ def main(argv=None):
         train_batch=args.train_batch,
         runtime=args.runtime,
         amps=[None if amp == 'none' else amp for amp in args.amp],
-        compiles=[value == 'on' for value in args.compile],
+        compiles=[COMPILE_CHOICES[value] for value in args.compile],
         det_train_sizes=args.det_train_sizes,
         train_with_cp=[WITH_CP_CHOICES[name] for name in args.train_with_cp],
         count_macs=not args.no_macs,

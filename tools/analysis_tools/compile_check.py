@@ -10,6 +10,9 @@ Examples:
     # SecViT-S, float32, several detection sizes:
     python tools/analysis_tools/compile_check.py --arch s \
         --sizes 800x1333 640x960 768x1024
+    # Each block compiled on its own (graphs shared within a stage):
+    python tools/analysis_tools/compile_check.py --arch s --per-block \
+        --sizes 224x224 256x320 320x256 --dtype float64
     # ... with compile time, eager and compiled latency (5 runs each):
     python tools/analysis_tools/compile_check.py --arch s --threads 2 \
         --sizes 512x512 640x640 --cluster-mode cluster_size --repeats 5
@@ -19,7 +22,8 @@ import argparse
 import torch
 
 from mmsecvit.analysis.benchmark import MODES, parse_size
-from mmsecvit.analysis.compile_check import check_dynamic_compile
+from mmsecvit.analysis.compile_check import (check_dynamic_compile,
+                                             backbone_blocks)
 from mmsecvit.engine.cli import add_debug_argument, run_tool
 from mmsecvit.models import SecViT, parse_arch
 from mmsecvit.testing import TEST_ARCH
@@ -47,6 +51,11 @@ def parse_args(argv=None):
         "'aot_eager', ...)")
     parser.add_argument(
         '--dtype', default='float32', choices=['float32', 'float64'])
+    parser.add_argument(
+        '--per-block',
+        action='store_true',
+        help='compile each block on its own (regional compilation; stem '
+        'and downsampling layers eager) instead of the whole backbone')
     parser.add_argument(
         '--repeats',
         type=int,
@@ -79,7 +88,8 @@ def main(argv=None):
         args.backend,
         dtype,
         log=print,
-        repeats=args.repeats)
+        repeats=args.repeats,
+        regions=backbone_blocks if args.per_block else None)
     print(f'graphs: {report.graphs}, failed sizes: {len(report.errors)}')
 
 

@@ -13,7 +13,8 @@ import os
 import pytest
 import torch
 
-from mmsecvit.analysis.compile_check import check_dynamic_compile
+from mmsecvit.analysis.compile_check import (check_dynamic_compile,
+                                             backbone_blocks)
 from mmsecvit.models import SecViT
 from mmsecvit.models.backbones.secvit import SecViTBlock
 from mmsecvit.models.layers.rope import RoPE2d
@@ -26,13 +27,15 @@ SIZES = [(96, 80), (128, 72), (64, 64), (80, 112)]
 CLUSTER_SIZE = 16
 
 
-def _compile_and_compare(backend, sizes, cluster_mode='num_clusters'):
+def _compile_and_compare(backend, sizes, cluster_mode='num_clusters',
+                         regions=None, arch=TEST_ARCH):
     torch.manual_seed(0)
     model = SecViT(
-        arch=TEST_ARCH, cluster_mode=cluster_mode,
+        arch=arch, cluster_mode=cluster_mode,
         cluster_size=CLUSTER_SIZE).double().eval()
     report = check_dynamic_compile(
-        model, sizes, backend, torch.float64, stop_on_error=True)
+        model, sizes, backend, torch.float64, stop_on_error=True,
+        regions=regions)
     assert report.max_diff < 1e-10
     return report.graphs
 
@@ -62,6 +65,27 @@ def test_backbone_traces_many_sizes_into_few_graphs(cluster_mode):
     patterns = _split_patterns(SIZES, cluster_mode)
     assert len(patterns) < len(SIZES)
     assert 1 <= graphs <= len(patterns)
+
+
+def _stage_split_patterns(sizes, cluster_mode):
+    """Per stage, the split patterns the sizes give (as above)."""
+    return [{
+        pattern[i]
+        for size in sizes
+        for pattern in _split_patterns([size], cluster_mode)
+    } for i in range(len(TEST_ARCH['depths']))]
+
+
+def test_blocks_compiled_one_by_one_share_graphs_within_a_stage():
+    # Regional compilation: every block compiled on its own. The blocks of
+    # a stage share their graphs: one per stage and split pattern, however
+    # many blocks the stage has.
+    arch = dict(TEST_ARCH, depths=[2, 2, 2, 2])
+    graphs = _compile_and_compare(
+        'aot_eager', SIZES, 'cluster_size', regions=backbone_blocks, arch=arch)
+    assert graphs == sum(
+        len(patterns)
+        for patterns in _stage_split_patterns(SIZES, 'cluster_size'))
 
 
 @pytest.mark.skipif(
