@@ -46,14 +46,12 @@ def layer_norm_over_channels(x: torch.Tensor, weight: torch.Tensor,
     :class:`LayerNorm2d` takes while torch.compile captures a graph.
 
     The eager path permutes the map to channels-last order, normalises the
-    last dim and permutes back, so its output is a view. In a training
-    graph compiled by Inductor with dynamic shapes (torch 2.13) such a view,
-    when it is saved for the backward pass (the next convolution's input),
-    fails the compile: Inductor orders its symbolic strides without the
-    shape environment and raises ``TypeError: cannot determine truth value
-    of Relational`` (pytorch/pytorch#185510; the reproduction is in
-    docs/benchmark.md). Here the output is a new tensor, and Inductor fuses
-    the statistics and the normalisation.
+    last dim and permutes back, so its output is a view, which the next
+    convolution saves for its backward pass. Inductor with dynamic shapes
+    (torch 2.13) fails to compile a training graph that saves such a view
+    (see :mod:`~mmsecvit.models.layers.compile_workarounds`). Here the
+    output is a new tensor, with no extra copy: Inductor fuses the
+    statistics and the normalisation.
 
     Args:
         x (Tensor): Map (B, C, H, W).

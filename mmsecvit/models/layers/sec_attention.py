@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmsecvit.utils.errors import ConfigValueError
+from .compile_workarounds import own_memory_when_compiling
 from .conv_fusion import residual_conv_
 from .cpu_fusion import (capturing_graph, conv2d_add_, fusion_applies,
                          has_forward_hooks)
@@ -544,7 +545,9 @@ class SECAttention(nn.Module):
             # (B, heads, N, 3, d), and v for LePE taken from it, so that
             # v's gradient is added to the rotation's in one place.
             qkv, v = rope_qk_with_values(tokens.transpose(1, 2), sin, cos)
-            v = v.view(b, h, w, c).permute(0, 3, 1, 2)
+            # LePE's convolution keeps its input for the weight gradient.
+            v = own_memory_when_compiling(
+                v.view(b, h, w, c).permute(0, 3, 1, 2))
         else:
             v = tokens[..., 2, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
             # q and k rotated in place; v, read by LePE, is not touched.
