@@ -22,6 +22,8 @@ from mmsecvit.models.layers.rope import RoPE2d
 from mmsecvit.models.layers.sec_attention import resolve_cluster_length
 from mmsecvit.testing import TEST_ARCH
 
+pytestmark = pytest.mark.usefixtures('fresh_dynamo')
+
 # Not square first: a square size would let H and W share one symbol
 # ("duck sizing"), and the first non-square size would recompile.
 SIZES = [(96, 80), (128, 72), (64, 64), (80, 112)]

@@ -1,11 +1,15 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 """own_memory_when_compiling: a no-op eagerly; under torch.compile a copy
 the partitioner keeps (a custom operator), with an identity gradient."""
+import pytest
 import torch
 import torch.nn.functional as F
 
 from mmsecvit.models.layers.compile_workarounds import \
     own_memory_when_compiling
+
+
+pytestmark = pytest.mark.usefixtures('fresh_dynamo')
 
 
 def _permuted_conv(x, weight):

@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from mmsecvit.models.layers.norm import LayerNorm2d, layer_norm_over_channels
 
 
+pytestmark = pytest.mark.usefixtures('fresh_dynamo')
+
+
 def _channels_last(*shape, dtype=torch.float64):
     return torch.randn(*shape, dtype=dtype).contiguous(
         memory_format=torch.channels_last)
