@@ -14,8 +14,9 @@ import shutil
 import pytest
 import torch
 
-from mmsecvit.analysis.compile_check import (check_dynamic_compile,
-                                             backbone_blocks)
+from mmsecvit.analysis.compile_check import (backbone_blocks,
+                                             check_dynamic_compile,
+                                             compile_regions)
 from mmsecvit.models import SecViT
 from mmsecvit.models.backbones.secvit import SecViTBlock
 from mmsecvit.models.layers.rope import RoPE2d
@@ -168,3 +169,28 @@ def test_training_block_compiles_with_inductor_and_gives_eager_gradients():
                          [p.grad.clone() for p in block.parameters()])
         for eager, graph in zip(*grads):
             torch.testing.assert_close(graph, eager, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize('per_block', [False, True])
+def test_selective_checkpointing_compiles_with_the_eager_gradients(
+        per_block):
+    # with_cp='selective' traced by Dynamo: the checkpoint inside the
+    # compiled graph (whole backbone) or around compiled blocks.
+    torch.manual_seed(0)
+    model = SecViT(
+        arch=TEST_ARCH, drop_path_rate=0., with_cp='selective').double()
+    eager = SecViT(arch=TEST_ARCH, drop_path_rate=0.).double()
+    eager.load_state_dict(model.state_dict())
+    if per_block:
+        compile_regions(model, backbone_blocks, backend='aot_eager',
+                        dynamic=True)
+        runner = model
+    else:
+        runner = torch.compile(model, backend='aot_eager', dynamic=True)
+    x = torch.rand(2, 3, *SIZES[0], dtype=torch.float64)
+    for module in (runner, eager):
+        sum((out**2).mean() for out in module(x)).backward()
+    for (name, param), reference in zip(model.named_parameters(),
+                                        eager.parameters()):
+        torch.testing.assert_close(
+            param.grad, reference.grad, rtol=0, atol=1e-10, msg=name)
