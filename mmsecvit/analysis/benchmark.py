@@ -26,7 +26,6 @@ Memory is measured as:
 * GPU: ``torch.cuda.max_memory_allocated`` minus the memory allocated before
   the first forward.
 """
-import copy
 import json
 import math
 import os
@@ -268,11 +267,12 @@ def matmul_rate(device: Union[str, torch.device] = 'cpu',
 
 def _compiled(model: torch.nn.Module,
               how: Union[bool, str]) -> torch.nn.Module:
-    """The model to run for :attr:`Case.compile`: itself (False), its
-    blocks compiled in place ('blocks') or ``torch.compile(model)``."""
+    """The model to run for :attr:`Case.compile`: itself (False), a copy
+    with its blocks compiled ('blocks') or ``torch.compile(model)``; in
+    every case ``model`` stays eager (the multiply-adds are counted on
+    it)."""
     if how == 'blocks':
-        compile_regions(model, backbone_blocks, dynamic=True)
-        return model
+        return compile_regions(model, backbone_blocks, dynamic=True)
     return torch.compile(model) if how else model
 
 
@@ -387,11 +387,7 @@ def run_case(case: Case) -> Result:
         model.backbone = _compiled(model.backbone, case.compile)
         step = _detector_step(model, case, device, autocast)
     else:
-        # Blocks are compiled in place, so on a copy: the multiply-adds are
-        # counted on the eager model.
-        runner = _compiled(
-            copy.deepcopy(model) if case.compile == 'blocks' else model,
-            case.compile)
+        runner = _compiled(model, case.compile)
         x = torch.rand(case.batch, 3, *case.size, device=device)
 
         def step():

@@ -61,17 +61,24 @@ def backbone_blocks(model: nn.Module) -> List[nn.Module]:
     return [block for stage in stages for block in stage.blocks]
 
 
-def compile_regions(model: nn.Module, regions: Regions, **kwargs) -> None:
-    """Compile each module ``regions(model)`` returns, in place
-    (``nn.Module.compile``: the state dict keys stay as they are).
+def compile_regions(model: nn.Module, regions: Regions,
+                    **kwargs) -> nn.Module:
+    """A copy of ``model`` in which each module ``regions`` returns is
+    compiled (``nn.Module.compile``: the state dict keys stay as they are);
+    ``model`` itself stays eager.
 
     Args:
         model (nn.Module): The model whose regions to compile.
         regions (callable): E.g. :func:`backbone_blocks`.
         **kwargs: Arguments of ``torch.compile``.
+
+    Returns:
+        nn.Module: The copy.
     """
-    for module in regions(model):
+    compiled = copy.deepcopy(model)
+    for module in regions(compiled):
         module.compile(**kwargs)
+    return compiled
 
 
 def region_recompile_limit():
@@ -132,10 +139,10 @@ def check_dynamic_compile(model: torch.nn.Module,
         log (callable, optional): Called with a line per size.
         repeats (int): Timed forwards per size, eager and compiled in
             turn, after the first compiled call (0: no timing).
-        regions (callable, optional): Given a copy of ``model``, returns
-            the submodules to compile (each with ``nn.Module.compile``, in
-            place); the rest of the copy runs eagerly. None compiles the
-            whole model.
+        regions (callable, optional): Given a model, returns the submodules
+            to compile; a copy of ``model`` with those compiled (see
+            :func:`compile_regions`) runs against ``model``. None compiles
+            the whole model.
     """
     torch._dynamo.reset()
     counters.clear()
@@ -143,8 +150,8 @@ def check_dynamic_compile(model: torch.nn.Module,
         compiled = torch.compile(model, backend=backend, dynamic=True)
         limit = nullcontext()
     else:
-        compiled = copy.deepcopy(model)
-        compile_regions(compiled, regions, backend=backend, dynamic=True)
+        compiled = compile_regions(
+            model, regions, backend=backend, dynamic=True)
         limit = region_recompile_limit()
     with limit:
         return _run_sizes(model, compiled, sizes, dtype, stop_on_error, log,

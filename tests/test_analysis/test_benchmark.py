@@ -269,8 +269,9 @@ def test_blocks_are_compiled_on_a_copy_and_macs_counted_eagerly(
     def eager_backend(model, regions, **kwargs):
         # Inductor would take minutes here; 'eager' still goes through
         # TorchDynamo.
-        compiled.append((model, kwargs, len(regions(model))))
-        compile_regions(model, regions, **kwargs, backend='eager')
+        runner = compile_regions(model, regions, **kwargs, backend='eager')
+        compiled.append((runner, kwargs, len(regions(model))))
+        return runner
 
     counted = []
 

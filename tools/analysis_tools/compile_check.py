@@ -22,8 +22,8 @@ import argparse
 import torch
 
 from mmsecvit.analysis.benchmark import MODES, parse_size
-from mmsecvit.analysis.compile_check import (check_dynamic_compile,
-                                             backbone_blocks)
+from mmsecvit.analysis.compile_check import (backbone_blocks,
+                                             check_dynamic_compile)
 from mmsecvit.engine.cli import add_debug_argument, run_tool
 from mmsecvit.models import SecViT, parse_arch
 from mmsecvit.testing import TEST_ARCH

@@ -182,9 +182,9 @@ def test_selective_checkpointing_compiles_with_the_eager_gradients(
     eager = SecViT(arch=TEST_ARCH, drop_path_rate=0.).double()
     eager.load_state_dict(model.state_dict())
     if per_block:
-        compile_regions(model, backbone_blocks, backend='aot_eager',
-                        dynamic=True)
-        runner = model
+        # The copy with compiled blocks is the model whose gradients count.
+        model = runner = compile_regions(
+            model, backbone_blocks, backend='aot_eager', dynamic=True)
     else:
         runner = torch.compile(model, backend='aot_eager', dynamic=True)
     x = torch.rand(2, 3, *SIZES[0], dtype=torch.float64)
