@@ -49,7 +49,9 @@ def own_memory_when_compiling(x: torch.Tensor) -> torch.Tensor:
     """``x`` itself, or while torch.compile captures a graph, a copy of it
     with the same strides that the backward pass keeps instead of the
     view ``x`` (see the module docstring). It costs one copy of ``x`` in
-    compiled code.
+    compiled code. A torch without custom operators (< 2.4) gets a plain
+    copy, which the partitioner may replace by the view again; this has
+    not been tried.
 
     Args:
         x (Tensor): A view, e.g. a permuted map, that a following operation
