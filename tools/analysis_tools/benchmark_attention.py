@@ -1,0 +1,103 @@
+# Copyright (c) mmsecvit contributors. All rights reserved.
+"""Time attention kernels at the cluster shapes a SecViT backbone uses (see
+:mod:`mmsecvit.analysis.attention_benchmark`).
+
+Examples:
+    # The paper's mode at the detection size, 2 threads, PyTorch's kernel
+    # against the same arithmetic as matrix products:
+    python tools/analysis_tools/benchmark_attention.py --arch s \
+        --cluster-mode num_clusters --size 800x1333 --threads 2
+    # ... and flex_attention compiled by Inductor (compiles per shape):
+    python tools/analysis_tools/benchmark_attention.py --arch s \
+        --size 800x1333 --threads 2 --kernels sdpa explicit flex
+    # On a GPU, in bf16:
+    python tools/analysis_tools/benchmark_attention.py --arch s \
+        --size 800x1333 --device cuda --dtype bfloat16
+"""
+import argparse
+
+import torch
+
+from mmsecvit.analysis.attention_benchmark import (KERNELS,
+                                                   format_attention_table,
+                                                   record_attention_shapes,
+                                                   time_attention)
+from mmsecvit.analysis.benchmark import MODES, matmul_rate, parse_size
+from mmsecvit.engine.cli import (add_debug_argument, argument_type,
+                                 parse_device, run_tool)
+from mmsecvit.models import SecViT, parse_arch
+from mmsecvit.testing import TEST_ARCH
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--arch',
+        default='s',
+        help="SecViT arch (t s b l, a dict) or 'test' for the small test "
+        'arch')
+    parser.add_argument(
+        '--cluster-mode', default='num_clusters', choices=MODES)
+    parser.add_argument(
+        '--size',
+        type=argument_type(parse_size),
+        default=(800, 1333),
+        help='input size HxW whose attention shapes are timed')
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument(
+        '--kernels',
+        nargs='+',
+        default=['sdpa', 'explicit'],
+        choices=sorted(KERNELS))
+    parser.add_argument(
+        '--repeats', type=int, default=5, help='timed calls per shape')
+    parser.add_argument(
+        '--device', type=argument_type(parse_device), default='cpu')
+    parser.add_argument(
+        '--dtype',
+        default='float32',
+        choices=['float32', 'float64', 'bfloat16', 'float16'])
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help='torch.set_num_threads for the run (default: torch\'s)')
+    parser.add_argument(
+        '--limit-size',
+        type=int,
+        default=4096,
+        help='side of the fp32 matrix product that measures the limit '
+        '(0: no limit column)')
+    add_debug_argument(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    arch = TEST_ARCH if args.arch == 'test' else parse_arch(args.arch)
+    model = SecViT(arch=arch, cluster_mode=args.cluster_mode).eval()
+    # The shapes do not depend on the weights or the device: recorded on
+    # the CPU in float32 whatever is timed.
+    shapes = record_attention_shapes(
+        model, torch.rand(args.batch, 3, *args.size))
+    print(f'{len(shapes)} attention shapes, '
+          f'{sum(s.calls for s in shapes)} calls per forward')
+    timings = time_attention(
+        shapes,
+        args.kernels,
+        repeats=args.repeats,
+        device=args.device,
+        dtype=getattr(torch, args.dtype))
+    limit = (
+        matmul_rate(args.device, args.limit_size)
+        if args.limit_size else None)
+    if limit is not None:
+        print(f'fp32 limit ({args.limit_size}x{args.limit_size} matrix '
+              f'product): {limit:.1f} GMAC/s')
+    print(format_attention_table(shapes, timings, limit))
+
+
+if __name__ == '__main__':
+    run_tool(main)
