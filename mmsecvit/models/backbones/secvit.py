@@ -124,7 +124,8 @@ class ConvFFN(nn.Module):
         if has_forward_hooks(self.fc1):
             x = gelu_(self.fc1(x))
         else:
-            x = conv2d_gelu(x, self.fc1.weight, self.fc1.bias)
+            x = conv2d_gelu(
+                x, self.fc1.weight, self.fc1.bias, module=self.fc1)
         x = conv_plus_identity(self.dwconv, x)  # x + dwconv(x)
         if identity is None:
             return self.fc2(x)

@@ -11,11 +11,10 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .norm import BATCH_NORMS, batch_norm
-from .cpu_fusion import (add_scaled_, conv2d_add_, conv2d_gelu, gelu_,
-                         has_forward_hooks)
+from .cpu_fusion import (add_scaled_, conv2d, conv2d_add_, conv2d_gelu,
+                         gelu_, has_forward_hooks)
 from .depthwise_conv import is_size_preserving_depthwise
 from .param_cache import cached_derivation
 
@@ -50,7 +49,8 @@ def conv_plus_identity(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
     weight, = cached_derivation(conv, 'plus_identity', plus_identity,
                                 (conv.weight, ))
-    return F.conv2d(x, weight, conv.bias, 1, conv.padding, 1, conv.groups)
+    return conv2d(x, weight, conv.bias, 1, conv.padding, 1, conv.groups,
+                  module=conv)
 
 
 def scaled_conv_params(conv: nn.Conv2d,
@@ -94,7 +94,8 @@ def residual_conv_(identity: torch.Tensor,
     weight, bias = cached_derivation(
         conv, 'scaled', lambda: scaled_conv_params(conv, scale),
         (conv.weight, conv.bias, scale))
-    return conv2d_add_(identity, x, weight, bias, conv.padding, conv.groups)
+    return conv2d_add_(identity, x, weight, bias, conv.padding, conv.groups,
+                       module=conv)
 
 
 def foldable(norm: nn.Module) -> bool:
@@ -177,6 +178,6 @@ def conv_norm(conv: nn.Conv2d,
         extra=norm.eps)
     if gelu:
         return conv2d_gelu(x, *folded, conv.stride, conv.padding,
-                           conv.dilation, conv.groups)
-    return F.conv2d(x, *folded, conv.stride, conv.padding, conv.dilation,
-                    conv.groups)
+                           conv.dilation, conv.groups, module=conv)
+    return conv2d(x, *folded, conv.stride, conv.padding, conv.dilation,
+                  conv.groups, module=conv)

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cpu_fusion import capturing_graph, has_forward_hooks
+from .capture import capturing_graph
+from .cpu_fusion import conv2d, has_forward_hooks, prepacking_applies
 
 
 def is_size_preserving_depthwise(conv: nn.Conv2d) -> bool:
@@ -130,7 +131,10 @@ def _fast_weight_grad_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
 
 def depthwise_conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)``, with the faster weight gradient where it applies (see
-    the module docstring); the module's forward everywhere else.
+    the module docstring), with a prepacked weight in CPU inference (see
+    :func:`~mmsecvit.models.layers.cpu_fusion.conv2d`; not for modules
+    with forward hooks or padding other than zeros), and the module's
+    forward everywhere else.
 
     Args:
         conv (nn.Conv2d): Any convolution; the faster gradient is used for
@@ -141,6 +145,10 @@ def depthwise_conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor: ``conv(x)``.
     """
-    if not _fast_weight_grad_applies(conv, x):
-        return conv(x)
-    return _DepthwiseConv2d.apply(x, conv.weight, conv.bias)
+    if _fast_weight_grad_applies(conv, x):
+        return _DepthwiseConv2d.apply(x, conv.weight, conv.bias)
+    if (conv.padding_mode == 'zeros' and not has_forward_hooks(conv)
+            and prepacking_applies(x)):
+        return conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, module=conv)
+    return conv(x)

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from .cpu_fusion import capturing_graph
+from .capture import capturing_graph
 
 _CACHE_ATTR = '_derived_param_cache'
 # Optimizer steps taken in this process (any optimizer).

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from mmsecvit.utils.errors import ConfigValueError
 from .compile_workarounds import own_memory_when_compiling
 from .conv_fusion import residual_conv_
-from .cpu_fusion import (capturing_graph, conv2d_add_, fusion_applies,
+from .capture import capturing_graph
+from .cpu_fusion import (conv2d, conv2d_add_, fusion_applies,
                          has_forward_hooks)
 from .depthwise_conv import depthwise_conv2d
 from .param_cache import cached_derivation
@@ -538,7 +539,7 @@ class SECAttention(nn.Module):
         # Output channels ordered (heads, 3, d): on a channels-last map the
         # q, k and v of a token and head are then one row of memory, which
         # RoPE keeps and the clustering gathers as a whole.
-        qkv = F.conv2d(x, *self._qkv_weights_by_head())
+        qkv = conv2d(x, *self._qkv_weights_by_head(), module=self.qkv)
         # (B, N, heads, 3, d); a view when qkv is channels-last.
         tokens = qkv.permute(0, 2, 3, 1).reshape(b, n, self.num_heads, 3, d)
         if torch.is_grad_enabled():
@@ -578,7 +579,8 @@ class SECAttention(nn.Module):
             # ``out`` is a new tensor of this call: summed into in place.
             out = conv2d_add_(out, v, self.lepe.weight, self.lepe.bias,
                               padding=self.lepe.padding,
-                              groups=self.lepe.groups)
+                              groups=self.lepe.groups,
+                              module=self.lepe)
         else:
             out = out + lepe
         if identity is None:
