@@ -32,7 +32,8 @@ def count_reorders():
 
 
 @needs_onednn
-def test_prepacking_applies_only_to_float32_cpu_inference_on_small_maps():
+def test_prepacking_applies_only_to_float32_cpu_inference_on_small_maps(
+        onednn_off_contexts):
     x = torch.rand(1, 8, 64, 64)
     assert not prepacking_applies(x)  # gradients recorded
     with torch.no_grad():
@@ -43,18 +44,10 @@ def test_prepacking_applies_only_to_float32_cpu_inference_on_small_maps():
         assert prepacking_applies(big[..., 1:])
         assert not prepacking_applies(x.double())
         assert not prepacking_applies(x.half())
-        with onednn_fusion(False):
-            assert not prepacking_applies(x)
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            assert not prepacking_applies(x)
-        with mock.patch.object(torch.onnx, 'is_in_onnx_export',
-                               return_value=True):
-            assert not prepacking_applies(x)
-        with mock.patch.object(torch.compiler, 'is_compiling',
-                               return_value=True):
-            assert not prepacking_applies(x)
-        with mock.patch.object(fusion_module, '_OPS_AVAILABLE', False):
-            assert not prepacking_applies(x)
+        for name, context in onednn_off_contexts.items():
+            with context():
+                assert not prepacking_applies(x), name
+        assert prepacking_applies(x)
         assert not prepacking_applies(torch.empty(1, 8, 64, 64,
                                                   device='meta'))
 
