@@ -33,9 +33,9 @@ blocked layout of their own, and given an ordinary tensor they reorder it
 in every call (for a 1x1 convolution of 256 to 768 channels on a 14x14
 map, about a quarter of the call). :func:`prepacked_weight` reorders it
 once per weight and input shape and keeps it in the module's inference
-cache (:mod:`~mmsecvit.models.layers.param_cache`). The results are
-bit-identical to those with the ordinary weight (checked for SecViT-S at
-224x224 and 512x512, without the fusion).
+cache (:mod:`~mmsecvit.models.layers.param_cache`). The results equal
+those with the ordinary weight up to float32 rounding (bit-identical for
+SecViT-S at 224x224 and 512x512 without the fusion).
 
 Use :func:`onednn_fusion` to switch the fusion and the prepacked weights
 off, e.g. to compare.
@@ -218,7 +218,8 @@ def prepacked_weight(module: nn.Module,
         module, 'onednn_weight',
         lambda: (torch.ops.mkldnn._reorder_convolution_weight(
             weight, *args, shape), ), (weight, ),
-        extra=(tuple(shape), ) + tuple(map(str, args)))
+        extra=(tuple(shape), ) + tuple(
+            tuple(a) if isinstance(a, list) else a for a in args))
     return packed
 
 
