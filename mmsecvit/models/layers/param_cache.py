@@ -61,8 +61,14 @@ class _DerivedCache(dict):
 
 
 def _signature(tensor: torch.Tensor) -> tuple:
+    # A tensor made under ``torch.inference_mode`` (e.g. a derived weight
+    # that is the source of another derivation) has no version counter;
+    # it counts as unchanged while it is the same storage. Derived tensors
+    # are never written in place, and outside inference mode an inference
+    # tensor cannot be.
+    version = None if tensor.is_inference() else tensor._version
     return (tensor.data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
-            tensor.stride(), tensor.dtype, tensor.device, tensor._version)
+            tensor.stride(), tensor.dtype, tensor.device, version)
 
 
 def cached_derivation(module: nn.Module,

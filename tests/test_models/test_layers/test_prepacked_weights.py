@@ -198,3 +198,25 @@ def test_gelu_and_sum_convolutions_read_the_prepacked_weight(fused):
             activated, F.gelu(fc(x)), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(
             summed, identity + lepe(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_inference_mode_then_no_grad_then_gradients():
+    # Weights derived under inference_mode are inference tensors (no
+    # version counter) and the sources of the prepacked weights. Global
+    # attention: the outputs of the three paths compare (no ranking).
+    torch.manual_seed(0)
+    model = SecViT(arch=arch_with(
+        num_heads=[2, 2, 4, 8], num_clusters=[-1, -1, -1, -1]))
+    randomize_weights(model)
+    model.eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        first = model(x)
+    with torch.no_grad():
+        second = model(x)
+    third = model(x)
+    for a, b, c in zip(first, second, third):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(
+            c.detach(), a, rtol=0, atol=1e-5 * a.abs().max())
