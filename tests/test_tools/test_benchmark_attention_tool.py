@@ -6,6 +6,8 @@ import runpy
 
 import pytest
 
+from mmsecvit.utils.errors import ConfigValueError
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(REPO_ROOT, 'tools', 'analysis_tools',
                 'benchmark_attention.py')
@@ -28,3 +30,9 @@ def test_a_bad_size_is_refused_with_its_message(capsys):
     with pytest.raises(SystemExit):
         main(['--size', '800by1333'])
     assert "Bad input size '800by1333'" in capsys.readouterr().err
+
+
+def test_a_bad_batch_is_refused():
+    main = runpy.run_path(TOOL)['main']
+    with pytest.raises(ConfigValueError, match='--batch must be at least 1'):
+        main(['--arch', 'test', '--batch', '0'])

@@ -27,6 +27,7 @@ from mmsecvit.engine.cli import (add_debug_argument, argument_type,
                                  parse_device, run_tool)
 from mmsecvit.models import SecViT, parse_arch
 from mmsecvit.testing import TEST_ARCH
+from mmsecvit.utils.errors import ConfigValueError
 
 
 def parse_args(argv=None):
@@ -74,6 +75,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.batch < 1:
+        raise ConfigValueError(
+            f'--batch must be at least 1, got {args.batch}.')
     if args.threads:
         torch.set_num_threads(args.threads)
     arch = TEST_ARCH if args.arch == 'test' else parse_arch(args.arch)
