@@ -1,4 +1,6 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
+from unittest import mock
+
 import pytest
 import torch
 
@@ -15,3 +17,21 @@ def fresh_dynamo():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+
+
+@pytest.fixture
+def onednn_off_contexts():
+    """Contexts (name to factory) in which oneDNN's private CPU kernels
+    must step aside although the input is a float32 CPU tensor without
+    gradients (tests of the fused kernels and the prepacked weights)."""
+    from mmsecvit.models.layers import cpu_fusion, onednn_fusion
+    return {
+        'switched off': lambda: onednn_fusion(False),
+        'autocast': lambda: torch.autocast('cpu', dtype=torch.bfloat16),
+        'ONNX export': lambda: mock.patch.object(
+            torch.onnx, 'is_in_onnx_export', return_value=True),
+        'compiling': lambda: mock.patch.object(
+            torch.compiler, 'is_compiling', return_value=True),
+        'no oneDNN operators': lambda: mock.patch.object(
+            cpu_fusion, '_OPS_AVAILABLE', False),
+    }
