@@ -147,17 +147,22 @@ def test_gradients_and_other_dtypes_take_the_plain_convolution():
     assert _CACHE not in conv.__dict__
 
 
-@needs_onednn
-def test_secvit_inference_packs_each_convolution_once():
-    # Global attention in every stage: no ranking whose float32 rounding
-    # could send a token to another cluster, so the outputs compare. Two
-    # heads at least: with one, LePE reads v as a strided view of qkv,
-    # which takes the plain convolution.
+def global_attention_secvit() -> SecViT:
+    """A small SecViT in eval mode whose outputs compare across float32
+    paths: global attention in every stage (no ranking whose rounding could
+    send a token to another cluster), and two heads at least (with one,
+    LePE reads v as a strided view of qkv, which takes the plain
+    convolution)."""
     torch.manual_seed(0)
     model = SecViT(arch=arch_with(
         num_heads=[2, 2, 4, 8], num_clusters=[-1, -1, -1, -1]))
     randomize_weights(model)
-    model.eval()
+    return model.eval()
+
+
+@needs_onednn
+def test_secvit_inference_packs_each_convolution_once():
+    model = global_attention_secvit()
     x = torch.rand(1, 3, 64, 96)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad(), count_reorders() as reorder:
@@ -203,13 +208,8 @@ def test_gelu_and_sum_convolutions_read_the_prepacked_weight(fused):
 @needs_onednn
 def test_inference_mode_then_no_grad_then_gradients():
     # Weights derived under inference_mode are inference tensors (no
-    # version counter) and the sources of the prepacked weights. Global
-    # attention: the outputs of the three paths compare (no ranking).
-    torch.manual_seed(0)
-    model = SecViT(arch=arch_with(
-        num_heads=[2, 2, 4, 8], num_clusters=[-1, -1, -1, -1]))
-    randomize_weights(model)
-    model.eval()
+    # version counter) and the sources of the prepacked weights.
+    model = global_attention_secvit()
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
         first = model(x)
