@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from mmsecvit.analysis.benchmark import synchronize
 from mmsecvit.utils.errors import ConfigValueError
 
 #: Score values (B * heads * L_q * L_k) one product of ``'explicit'`` may
@@ -175,11 +176,6 @@ KERNELS: Dict[str, Callable[[], Callable]] = {
 }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def time_attention(shapes: Sequence[AttentionShape],
                    kernels: Sequence[str] = ('sdpa', 'explicit'),
                    repeats: int = 5,
@@ -246,10 +242,10 @@ def _time_kernels(shapes: Sequence[AttentionShape], names: Sequence[str],
                 with torch.no_grad():
                     out = functions[name](q, k, v)
                     for _ in range(repeats):
-                        _sync(device)
+                        synchronize(device)
                         start = time.perf_counter()
                         functions[name](q, k, v)
-                        _sync(device)
+                        synchronize(device)
                         timing.times.append(time.perf_counter() - start)
             except Exception as error:  # reported in the table
                 timing.error = f'{type(error).__name__}: {error}'

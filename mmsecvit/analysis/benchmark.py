@@ -46,9 +46,9 @@ from mmsecvit.analysis.compile_check import (backbone_blocks,
                                              compile_regions,
                                              region_recompile_limit)
 from mmsecvit.analysis.flops import count_flops
-from mmsecvit.models import SecViT
+from mmsecvit.models import SecViT, parse_arch
 from mmsecvit.registry import MODELS
-from mmsecvit.testing import (compare_with_reference_attention,
+from mmsecvit.testing import (TEST_ARCH, compare_with_reference_attention,
                               randomize_weights, use_reference_attention)
 from mmsecvit.utils.errors import ConfigValueError
 
@@ -227,9 +227,10 @@ def _is_cuda(device: Union[str, torch.device]) -> bool:
     return torch.device(device).type == 'cuda'
 
 
-def _sync(device: Union[str, torch.device]) -> None:
-    # CUDA kernels run asynchronously: without a sync the clock would stop
-    # when the work is queued, not when it is done.
+def synchronize(device: Union[str, torch.device]) -> None:
+    """Wait for the work queued on ``device`` (CUDA kernels run
+    asynchronously: without it a timer would stop when the work is queued,
+    not when it is done); nothing on the CPU."""
     if _is_cuda(device):
         torch.cuda.synchronize()
 
@@ -257,10 +258,10 @@ def matmul_rate(device: Union[str, torch.device] = 'cpu',
     torch.mm(a, b)
     best = float('inf')
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         torch.mm(a, b)
-        _sync(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return size**3 / best / 1e9
 
@@ -413,17 +414,17 @@ def run_case(case: Case) -> Result:
              if case.compile == 'blocks' else nullcontext())
     with context, limit:
         for i in range(case.warmup):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             step()
-            _sync(device)
+            synchronize(device)
             if i == 0:
                 result.first_call_s = time.perf_counter() - start
         for _ in range(case.repeats):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             step()
-            _sync(device)
+            synchronize(device)
             result.times.append(time.perf_counter() - start)
     if _is_cuda(device):
         result.peak_mem_mib = (torch.cuda.max_memory_allocated() -
@@ -617,6 +618,13 @@ def parse_size(text: str) -> Tuple[int, int]:
         raise ConfigValueError(f'Bad input size {text!r}; write HxW, e.g. '
                                '800x1333, or one number for a square.')
     return parts[0], parts[1]
+
+
+def parse_arch_or_test(text: str) -> Union[str, dict]:
+    """An ``--arch`` value of the analysis tools: ``'test'`` is the small
+    test arch (:data:`~mmsecvit.testing.TEST_ARCH`), anything else goes
+    through :func:`~mmsecvit.models.parse_arch`."""
+    return TEST_ARCH if text == 'test' else parse_arch(text)
 
 
 #: Activation checkpointing modes of the training cases.

@@ -305,3 +305,21 @@ def test_blocks_of_secvit_and_swin_and_a_model_without_stages():
     assert len(backbone_blocks(SwinTransformer())) == 2 + 2 + 6 + 2
     with pytest.raises(ConfigValueError, match='compile the whole model'):
         backbone_blocks(torch.nn.Conv2d(3, 4, 1))
+
+
+def test_synchronize_waits_on_cuda_only(monkeypatch):
+    synced = []
+    monkeypatch.setattr(torch.cuda, 'synchronize',
+                        lambda: synced.append('sync'))
+    benchmark.synchronize('cpu')
+    benchmark.synchronize(torch.device('cpu'))
+    assert synced == []
+    benchmark.synchronize('cuda')
+    assert synced == ['sync']
+
+
+def test_arch_arguments_of_the_analysis_tools():
+    assert benchmark.parse_arch_or_test('test') is TEST_ARCH
+    assert benchmark.parse_arch_or_test('s') == 's'
+    with pytest.raises(ConfigValueError):
+        benchmark.parse_arch_or_test('huge')

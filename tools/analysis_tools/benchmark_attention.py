@@ -22,11 +22,11 @@ from mmsecvit.analysis.attention_benchmark import (KERNELS,
                                                    format_attention_table,
                                                    record_attention_shapes,
                                                    time_attention)
-from mmsecvit.analysis.benchmark import MODES, matmul_rate, parse_size
+from mmsecvit.analysis.benchmark import (MODES, matmul_rate,
+                                         parse_arch_or_test, parse_size)
 from mmsecvit.engine.cli import (add_debug_argument, argument_type,
                                  parse_device, run_tool)
-from mmsecvit.models import SecViT, parse_arch
-from mmsecvit.testing import TEST_ARCH
+from mmsecvit.models import SecViT
 from mmsecvit.utils.errors import ConfigValueError
 
 
@@ -80,7 +80,7 @@ def main(argv=None):
             f'--batch must be at least 1, got {args.batch}.')
     if args.threads:
         torch.set_num_threads(args.threads)
-    arch = TEST_ARCH if args.arch == 'test' else parse_arch(args.arch)
+    arch = parse_arch_or_test(args.arch)
     model = SecViT(arch=arch, cluster_mode=args.cluster_mode).eval()
     # The shapes do not depend on the weights or the device: recorded on
     # the CPU in float32 whatever is timed.

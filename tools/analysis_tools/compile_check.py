@@ -21,12 +21,12 @@ import argparse
 
 import torch
 
-from mmsecvit.analysis.benchmark import MODES, parse_size
+from mmsecvit.analysis.benchmark import (MODES, parse_arch_or_test,
+                                         parse_size)
 from mmsecvit.analysis.compile_check import (backbone_blocks,
                                              check_dynamic_compile)
 from mmsecvit.engine.cli import add_debug_argument, run_tool
-from mmsecvit.models import SecViT, parse_arch
-from mmsecvit.testing import TEST_ARCH
+from mmsecvit.models import SecViT
 from mmsecvit.utils.errors import ConfigValueError
 
 
@@ -73,7 +73,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    arch = TEST_ARCH if args.arch == 'test' else parse_arch(args.arch)
+    arch = parse_arch_or_test(args.arch)
     if args.repeats < 0:
         raise ConfigValueError(
             f'--repeats must be 0 or more, got {args.repeats}.')
