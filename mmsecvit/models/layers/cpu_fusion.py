@@ -212,15 +212,32 @@ def prepacked_weight(module: nn.Module,
     Returns:
         Tensor: An opaque oneDNN tensor.
     """
-    args = (_pair(padding), _pair(stride), _pair(dilation), groups)
+    padding, stride, dilation = _pair(padding), _pair(stride), _pair(dilation)
     shape = list(x.shape)
+
+    def reorder() -> tuple:
+        return (torch.ops.mkldnn._reorder_convolution_weight(
+            weight, padding, stride, dilation, groups, shape), )
+
     packed, = cached_derivation(
-        module, 'onednn_weight',
-        lambda: (torch.ops.mkldnn._reorder_convolution_weight(
-            weight, *args, shape), ), (weight, ),
-        extra=(tuple(shape), ) + tuple(
-            tuple(a) if isinstance(a, list) else a for a in args))
+        module,
+        'onednn_weight',
+        reorder, (weight, ),
+        extra=(tuple(padding), tuple(stride), tuple(dilation), groups,
+               tuple(shape)))
     return packed
+
+
+def _fused_weight(module: Optional[nn.Module], weight: torch.Tensor,
+                  x: torch.Tensor, stride: _IntPair, padding: _IntPair,
+                  dilation: _IntPair, groups: int) -> torch.Tensor:
+    """The weight for a fused kernel on ``x`` (where
+    :func:`fusion_applies`, so oneDNN may run): prepacked for maps of fewer
+    than :data:`MAX_PREPACKED_NUMEL` values when ``module`` is given."""
+    if module is None or x.numel() >= MAX_PREPACKED_NUMEL:
+        return weight
+    return prepacked_weight(module, weight, x, stride, padding, dilation,
+                            groups)
 
 
 def conv2d(x: torch.Tensor,
@@ -279,9 +296,8 @@ def conv2d_gelu(x: torch.Tensor,
         convolution would give.
     """
     if fusion_applies(x):
-        if module is not None and prepacking_applies(x):
-            weight = prepacked_weight(module, weight, x, stride, padding,
-                                      dilation, groups)
+        weight = _fused_weight(module, weight, x, stride, padding, dilation,
+                               groups)
         return torch.ops.mkldnn._convolution_pointwise(
             x, weight, bias, _pair(padding), _pair(stride), _pair(dilation),
             groups, 'gelu', [], 'none')
@@ -320,9 +336,7 @@ def conv2d_add_(identity: torch.Tensor,
     if fusion_applies(x) and fusion_applies(identity) and (
             identity.is_contiguous()
             or identity.is_contiguous(memory_format=torch.channels_last)):
-        if module is not None and prepacking_applies(x):
-            weight = prepacked_weight(module, weight, x, 1, padding, 1,
-                                      groups)
+        weight = _fused_weight(module, weight, x, 1, padding, 1, groups)
         return torch.ops.mkldnn._convolution_pointwise_.binary(
             identity, x, weight, bias, _pair(padding), [1, 1], [1, 1],
             groups, 'add', None, None, [], None)

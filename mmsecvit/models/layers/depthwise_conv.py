@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .capture import capturing_graph
-from .cpu_fusion import conv2d, has_forward_hooks, prepacking_applies
+from .cpu_fusion import conv2d, has_forward_hooks
 
 
 def is_size_preserving_depthwise(conv: nn.Conv2d) -> bool:
@@ -147,8 +147,9 @@ def depthwise_conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """
     if _fast_weight_grad_applies(conv, x):
         return _DepthwiseConv2d.apply(x, conv.weight, conv.bias)
-    if (conv.padding_mode == 'zeros' and not has_forward_hooks(conv)
-            and prepacking_applies(x)):
+    if conv.padding_mode == 'zeros' and not has_forward_hooks(conv):
+        # The module's own forward, with a prepacked weight where that
+        # applies.
         return conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding,
                       conv.dilation, conv.groups, module=conv)
     return conv(x)
