@@ -9,27 +9,27 @@ run on CPU too, with a tiny arch and tiny inputs, when the context is a dry
 run (``tools/misc/gpu_check.py --dry-run``, run by the test suite), so the
 check code itself is tested before a GPU is spent on it.
 """
-import json
 import math
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Callable, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from mmsecvit.analysis.mixed_precision import cluster_agreement
 from mmsecvit.datasets.demo import make_demo_data
 from mmsecvit.models import SecViT
 from mmsecvit.models.layers import record_cluster_assignments
-from mmsecvit.testing import free_port, randomize_weights
+from mmsecvit.testing import free_port, randomize_weights, spawn_ranks
 from mmsecvit.testing.archs import TEST_ARCH
 from mmsecvit.utils.collect_env import collect_env
 from mmsecvit.utils.errors import ConfigValueError
@@ -66,7 +66,8 @@ class CheckContext:
         repo_root (str): The mmsecvit checkout whose tools and configs the
             pipeline checks run.
         python (str): The interpreter for the tools.
-        timeout (float): Seconds each tool run may take.
+        timeout (float): Seconds each tool run may take, and the two
+            ranks of the two-rank check together.
     """
     device: str
     work_dir: str
@@ -521,34 +522,52 @@ def check_mask_rcnn_nccl(ctx: CheckContext) -> List[str]:
 
 
 def _two_ranks_worker(rank: int, ctx: CheckContext, init_file: str,
-                      result_file: str) -> None:
+                      out_dir: str) -> None:
+    # A collective that the other rank never joins fails after the
+    # timeout instead of waiting for gloo's default of 30 minutes.
     dist.init_process_group(
-        'gloo', init_method=f'file://{init_file}', rank=rank, world_size=2)
+        'gloo',
+        init_method=f'file://{init_file}',
+        rank=rank,
+        world_size=2,
+        timeout=timedelta(seconds=ctx.timeout))
     try:
-        norm = 'SyncBN' if ctx.cuda else 'BN'
-        model = ctx.model(
-            norm_cfg=dict(type=norm, requires_grad=True), with_cp=True)
-        model = torch.nn.parallel.DistributedDataParallel(model.train().to(
-            ctx.device))
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-        size = (32, 32) if ctx.dry_run else (256, 256)
-        for step in range(3):
-            # Each rank its own images, as with a distributed sampler.
-            x = ctx.images(2, size, seed=10 * step + rank).to(ctx.device)
-            loss = sum(out.square().mean() for out in model(x))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-        other = flat.clone()
-        dist.broadcast(other, src=0)
-        difference = (flat - other).abs().max()
-        dist.all_reduce(difference, op=dist.ReduceOp.MAX)
-        if rank == 0:
-            with open(result_file, 'w') as f:
-                json.dump(dict(difference=difference.item(), norm=norm), f)
+        _train_two_ranks(rank, ctx, out_dir)
     finally:
         dist.destroy_process_group()
+
+
+def _train_two_ranks(rank: int, ctx: CheckContext, out_dir: str) -> None:
+    """Three DDP steps on this rank's images; its parameters go to
+    ``out_dir/rank{rank}.pth``.
+
+    Written against a gloo teardown deadlock (about one run in ten with
+    torch 2.13): gloo's worker thread releases a finished collective's
+    Python tensors after the caller has moved on, and needs the GIL for it,
+    while the last owner of the process group joins that thread with the
+    GIL held. So the ranks do not compare their parameters with a last
+    collective (the parent compares the files), and DDP, whose reducer
+    owns the group too, is gone when this returns, before the group is
+    destroyed (its Python handle lets go of the GIL to wait for the thread).
+    """
+    norm = 'SyncBN' if ctx.cuda else 'BN'
+    model = ctx.model(
+        norm_cfg=dict(type=norm, requires_grad=True), with_cp=True)
+    model = torch.nn.parallel.DistributedDataParallel(model.train().to(
+        ctx.device))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    size = (32, 32) if ctx.dry_run else (256, 256)
+    for step in range(3):
+        # Each rank its own images, as with a distributed sampler.
+        x = ctx.images(2, size, seed=10 * step + rank).to(ctx.device)
+        loss = sum(out.square().mean() for out in model(x))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    torch.save(
+        dict(parameters=flat.cpu(), norm=norm),
+        osp.join(out_dir, f'rank{rank}.pth'))
 
 
 @check(
@@ -556,18 +575,29 @@ def _two_ranks_worker(rank: int, ctx: CheckContext, init_file: str,
     'with_cp, equal parameters after 3 steps')
 def check_two_ranks_gloo(ctx: CheckContext) -> List[str]:
     init_file = osp.join(ctx.work_dir, 'gloo_init')
-    result_file = osp.join(ctx.work_dir, 'two_ranks.json')
-    for path in (init_file, result_file):
-        if osp.exists(path):
-            os.remove(path)
-    mp.spawn(_two_ranks_worker, args=(ctx, init_file, result_file), nprocs=2)
-    with open(result_file) as f:
-        result = json.load(f)
-    line = (f'Norm layers {result["norm"]}'
+    out_dir = osp.join(ctx.work_dir, 'two_ranks')
+    if osp.exists(init_file):
+        os.remove(init_file)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    try:
+        spawn_ranks(
+            _two_ranks_worker,
+            args=(ctx, init_file, out_dir),
+            world_size=2,
+            timeout=ctx.timeout)
+    except TimeoutError as err:
+        raise CheckFailed(f'The two ranks did not finish: {err}') from err
+    ranks = [
+        torch.load(osp.join(out_dir, f'rank{rank}.pth')) for rank in range(2)
+    ]
+    difference = (ranks[0]['parameters'] -
+                  ranks[1]['parameters']).abs().max().item()
+    line = (f'Norm layers {ranks[0]["norm"]}'
             f'{"" if ctx.cuda else " (SyncBN needs CUDA)"}, with_cp=True, '
             f'DDP over gloo on {ctx.device}: largest parameter difference '
-            f'between the ranks after 3 steps {result["difference"]:.1e}')
-    if result['difference'] != 0:
+            f'between the ranks after 3 steps {difference:.1e}')
+    if difference != 0:
         raise CheckFailed(line)
     return [line]
 

@@ -4,7 +4,10 @@ import os
 import socket
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch.multiprocessing as mp
 
 
 def free_port() -> int:
@@ -66,3 +69,60 @@ def run_ranks(
                 process.kill()
                 process.wait()
     return results
+
+
+def spawn_ranks(fn: Callable[..., None],
+                args: Sequence = (),
+                world_size: int = 2,
+                timeout: float = 300) -> None:
+    """Call ``fn(rank, *args)`` in ``world_size`` spawned processes and wait
+    for all of them, for at most ``timeout`` seconds in all.
+
+    :func:`torch.multiprocessing.spawn` waits for ever: a rank stuck in a
+    collective that its peer never joins (or in the rendezvous) hangs the
+    caller, a test suite included. Here a rank that raises stops the others
+    and its error is raised again (as ``spawn`` does), and ranks still
+    running at the deadline are killed and :class:`TimeoutError` is raised.
+    No rank outlives the call either way.
+
+    Args:
+        fn (Callable): A module-level function (it is pickled by name),
+            called as ``fn(rank, *args)``.
+        args (Sequence): Its other arguments; they must pickle.
+        world_size (int): How many ranks. Defaults to 2.
+        timeout (float): The most seconds to wait for all ranks together.
+            Defaults to 300.
+
+    Raises:
+        TimeoutError: Ranks still ran after ``timeout`` seconds.
+        torch.multiprocessing.ProcessRaisedException: A rank raised.
+        torch.multiprocessing.ProcessExitedException: A rank died (a
+            signal or a non-zero exit code).
+    """
+    context = mp.start_processes(
+        fn,
+        args=tuple(args),
+        nprocs=world_size,
+        join=False,
+        start_method='spawn')
+    deadline = time.monotonic() + timeout
+    try:
+        # join() returns True once every rank has finished and raises as
+        # soon as one has failed (after terminating the others).
+        while not context.join(
+                timeout=max(0., min(1., deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                running = [
+                    rank for rank, process in enumerate(context.processes)
+                    if process.is_alive()
+                ]
+                raise TimeoutError(
+                    f'ranks {running} of {world_size} still ran after '
+                    f'{timeout:g} s and were killed: a rank waited for a '
+                    'collective or a rendezvous that another rank never '
+                    'joined, or hung in its own work or teardown.')
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+            process.join()

@@ -2,12 +2,17 @@
 """tools/misc/gpu_check.py: the dry run on CPU, and how failures show."""
 import importlib.util
 import os.path as osp
+import time
+from datetime import timedelta
 
 import pytest
+import torch
+import torch.distributed as dist
 
 from mmsecvit.analysis import gpu_check
 from mmsecvit.analysis.gpu_check import (CheckContext, CheckFailed,
-                                         render_report, run_checks)
+                                         render_report, run_check,
+                                         run_checks)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -75,3 +80,32 @@ def test_unknown_check_names_are_refused(tmp_path):
     ctx = CheckContext(device='cpu', work_dir=str(tmp_path), dry_run=True)
     with pytest.raises(ValueError, match='Unknown checks'):
         run_checks(ctx, ['nope'])
+
+
+def _rank_1_skips_the_all_reduce(rank, ctx, init_file, out_dir):
+    # Spawned ranks import this module by name: pytest puts its folder on
+    # sys.path, which spawn passes on.
+    dist.init_process_group(
+        'gloo',
+        init_method=f'file://{init_file}',
+        rank=rank,
+        world_size=2,
+        timeout=timedelta(seconds=3600))
+    if rank == 0:
+        dist.all_reduce(torch.ones(1))
+    else:
+        time.sleep(3600)
+
+
+def test_two_ranks_that_hang_fail_the_check(tmp_path, monkeypatch):
+    """A rank that never joins a collective fails the two-rank check at
+    ``ctx.timeout`` instead of hanging the check (and CI) for ever."""
+    monkeypatch.setattr(gpu_check, '_two_ranks_worker',
+                        _rank_1_skips_the_all_reduce)
+    ctx = CheckContext(
+        device='cpu', work_dir=str(tmp_path), dry_run=True, timeout=20)
+    item = next(c for c in gpu_check.CHECKS if c.name == 'two_ranks_gloo')
+    result = run_check(item, ctx)
+    assert result.status == 'failed'
+    assert 'The two ranks did not finish: ranks [0, 1] of 2 still ran' in \
+        '\n'.join(result.lines)
