@@ -230,9 +230,11 @@ def _is_cuda(device: Union[str, torch.device]) -> bool:
 def synchronize(device: Union[str, torch.device]) -> None:
     """Wait for the work queued on ``device`` (CUDA kernels run
     asynchronously: without it a timer would stop when the work is queued,
-    not when it is done); nothing on the CPU."""
+    not when it is done); nothing on the CPU. ``device`` is named to CUDA:
+    on ``cuda:1`` a plain ``torch.cuda.synchronize()`` would wait for the
+    current device (``cuda:0``) instead."""
     if _is_cuda(device):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def _max_abs_diff(a: Sequence[torch.Tensor],
@@ -403,8 +405,8 @@ def run_case(case: Case) -> Result:
                 return runner(x)
 
     if _is_cuda(device):
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
     else:
         base = _peak_rss_mib()
 
@@ -427,7 +429,7 @@ def run_case(case: Case) -> Result:
             synchronize(device)
             result.times.append(time.perf_counter() - start)
     if _is_cuda(device):
-        result.peak_mem_mib = (torch.cuda.max_memory_allocated() -
+        result.peak_mem_mib = (torch.cuda.max_memory_allocated(device) -
                                base) / 2**20
     else:
         result.peak_mem_mib = _peak_rss_mib() - base

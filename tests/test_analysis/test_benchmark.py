@@ -1,5 +1,6 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 """The benchmark measures, compares and reports (no timing asserts)."""
+import functools
 import subprocess
 
 import pytest
@@ -212,21 +213,40 @@ def test_cuda_cases_synchronise_and_report_the_cuda_peak(monkeypatch):
     """CUDA behaviour, simulated on CPU: every timed run is bracketed by
     ``torch.cuda.synchronize`` and the peak comes from
     ``max_memory_allocated``."""
-    calls = []
+    calls, devices = [], set()
+
+    def record(name, value=None):
+
+        def call(device):
+            calls.append(name)
+            devices.add(device)
+            return value
+
+        return call
+
     cuda = torch.cuda
-    monkeypatch.setattr(cuda, 'synchronize', lambda: calls.append('sync'))
-    monkeypatch.setattr(cuda, 'reset_peak_memory_stats',
-                        lambda: calls.append('reset'))
-    monkeypatch.setattr(cuda, 'memory_allocated', lambda: 2**20)
-    monkeypatch.setattr(cuda, 'max_memory_allocated', lambda: 5 * 2**20)
+    monkeypatch.setattr(cuda, 'synchronize', record('sync'))
+    monkeypatch.setattr(cuda, 'reset_peak_memory_stats', record('reset'))
+    monkeypatch.setattr(cuda, 'memory_allocated', record('base', 2**20))
+    monkeypatch.setattr(cuda, 'max_memory_allocated',
+                        record('peak', 5 * 2**20))
     # The tensors stay on the CPU; the device checks see CUDA.
     monkeypatch.setattr(benchmark, '_is_cuda', lambda device: True)
+    monkeypatch.setattr(torch.nn.Module, 'to', lambda module, device: module)
+    monkeypatch.setattr(benchmark.torch, 'rand',
+                        functools.partial(_rand_on_cpu, torch.rand))
     result = benchmark.run_case(
         Case(arch=TEST_ARCH, size=(32, 32), warmup=1, repeats=2, threads=1,
-             count_macs=False))
-    assert calls[0] == 'reset'
+             count_macs=False, device='cuda:1'))
+    assert calls[:2] == ['reset', 'base'] and calls[-1] == 'peak'
     assert calls.count('sync') == 2 * (1 + 2)
     assert result.peak_mem_mib == 4.0
+    # Every CUDA call names the benchmarked device, not the current one.
+    assert devices == {torch.device('cuda:1')}
+
+
+def _rand_on_cpu(rand, *size, device=None, **kwargs):
+    return rand(*size, **kwargs)
 
 
 def test_detector_training_iteration_runs_with_secvit():
@@ -309,13 +329,13 @@ def test_blocks_of_secvit_and_swin_and_a_model_without_stages():
 
 def test_synchronize_waits_on_cuda_only(monkeypatch):
     synced = []
-    monkeypatch.setattr(torch.cuda, 'synchronize',
-                        lambda: synced.append('sync'))
+    monkeypatch.setattr(torch.cuda, 'synchronize', synced.append)
     benchmark.synchronize('cpu')
     benchmark.synchronize(torch.device('cpu'))
     assert synced == []
     benchmark.synchronize('cuda')
-    assert synced == ['sync']
+    benchmark.synchronize('cuda:1')
+    assert synced == ['cuda', 'cuda:1']
 
 
 def test_arch_arguments_of_the_analysis_tools():
