@@ -541,14 +541,14 @@ def _train_two_ranks(rank: int, ctx: CheckContext, out_dir: str) -> None:
     """Three DDP steps on this rank's images; its parameters go to
     ``out_dir/rank{rank}.pth``.
 
-    Written against a gloo teardown deadlock (about one run in ten with
-    torch 2.13): gloo's worker thread releases a finished collective's
-    Python tensors after the caller has moved on, and needs the GIL for it,
-    while the last owner of the process group joins that thread with the
-    GIL held. So the ranks do not compare their parameters with a last
-    collective (the parent compares the files), and DDP, whose reducer
-    owns the group too, is gone when this returns, before the group is
-    destroyed (its Python handle lets go of the GIL to wait for the thread).
+    Written against a gloo teardown deadlock (1 of 4 and 1 of about 7 runs in
+    two loops, torch 2.13): gloo's worker thread releases a finished
+    collective's Python tensors after the caller has moved on, and needs the
+    GIL for it, while the last owner of the process group joins that thread
+    with the GIL held. So the ranks do not compare their parameters with a last
+    collective (the parent compares the files), and DDP, whose reducer owns the
+    group too, is gone when this returns, before the group is destroyed (its
+    Python handle lets go of the GIL to wait for the thread).
     """
     norm = 'SyncBN' if ctx.cuda else 'BN'
     model = ctx.model(
