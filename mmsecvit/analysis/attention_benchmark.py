@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from mmsecvit.analysis.benchmark import synchronize
+from mmsecvit.models.layers.short_cluster_attention import \
+    short_cluster_kernel
 from mmsecvit.utils.errors import ConfigValueError
 
 #: Score values (B * heads * L_q * L_k) one product of ``'explicit'`` may
@@ -108,6 +110,11 @@ def record_attention_shapes(model: nn.Module,
                             inputs: torch.Tensor) -> List[AttentionShape]:
     """The attention calls of one forward pass of ``model``.
 
+    Every cluster is recorded as an SDPA call: the chunked kernel that
+    SecViT's CPU inference uses for short clusters (see
+    :mod:`~mmsecvit.models.layers.short_cluster_attention`) is switched off
+    while recording.
+
     Args:
         model (nn.Module): Run once, without gradients, in its current
             mode.
@@ -118,7 +125,7 @@ def record_attention_shapes(model: nn.Module,
         of calls; most multiply-adds first.
     """
     recorder = _RecordAttention()
-    with torch.no_grad(), recorder:
+    with torch.no_grad(), short_cluster_kernel(False), recorder:
         model(inputs)
     shapes = [
         AttentionShape(*key, calls=calls)

@@ -1,8 +1,8 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 """ONNX export of SecViT backbones and detectors, checked with ONNX
 Runtime at several input sizes."""
+import importlib.util
 import os.path as osp
-import sys
 
 import pytest
 import torch
@@ -19,8 +19,20 @@ from mmsecvit.testing import TEST_ARCH, randomize_weights
 pytest.importorskip('onnxruntime')
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(REPO_ROOT, 'tests', 'test_tools'))
-from conftest import small_config  # noqa: E402
+
+
+def _load_tool_test_helpers():
+    # By file and under a name of its own: ``import conftest`` finds
+    # whichever conftest module was imported first (tests/conftest.py when
+    # this directory is run alone).
+    path = osp.join(REPO_ROOT, 'tests', 'test_tools', 'conftest.py')
+    spec = importlib.util.spec_from_file_location('tool_test_helpers', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+small_config = _load_tool_test_helpers().small_config
 
 
 def small_backbone(mode):
