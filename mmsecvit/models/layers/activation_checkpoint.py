@@ -4,8 +4,11 @@
 Full activation checkpointing (``with_cp=True``) keeps only a block's input
 and runs the whole block again in the backward pass. Selective
 checkpointing keeps the outputs of the operations that carry most of the
-block's FLOPs (the attention kernel and the 1x1 convolutions that expand
-the channels: qkv and the FFN's first layer) and the token ranking's sort
+block's FLOPs (the attention kernel: SDPA, or on the CPU for short
+clusters the chunked kernel of
+:mod:`~mmsecvit.models.layers.short_cluster_attention`; and the 1x1
+convolutions that expand the channels: qkv and the FFN's first layer) and
+the token ranking's sort
 (small: a value and an index per token and head), and recomputes the rest:
 layer norms, depth-wise convolutions, GELU, RoPE, the similarities the
 ranking sorts, the clustering's gathers and scatters, and the attention's
@@ -23,6 +26,8 @@ no BatchNorm, whose running statistics a second forward would update again.
 import torch
 
 from mmsecvit.utils.errors import UnsupportedEnvironmentError
+from .short_cluster_attention import \
+    ATTENTION_OP as SHORT_CLUSTER_ATTENTION_OP
 
 try:  # torch >= 2.4
     from torch.utils.checkpoint import (CheckpointPolicy,
@@ -42,6 +47,9 @@ _ATTENTION_OPS = {
                  '_scaled_dot_product_cudnn_attention')
     if hasattr(_aten, name)
 }
+# The chunked CPU kernel for short clusters, an op of its own.
+if SHORT_CLUSTER_ATTENTION_OP is not None:
+    _ATTENTION_OPS.add(SHORT_CLUSTER_ATTENTION_OP)
 
 
 def _is_saved_convolution(args) -> bool:

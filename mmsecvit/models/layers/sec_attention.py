@@ -41,7 +41,7 @@ from .cpu_fusion import (conv2d, conv2d_add_, fusion_applies,
 from .depthwise_conv import depthwise_conv2d
 from .param_cache import cached_derivation
 from .rope import apply_rope
-from .short_cluster_attention import (gather_attend_scatter,
+from .short_cluster_attention import (short_cluster_attention,
                                       short_cluster_kernel_applies)
 
 CLUSTER_MODES = ('num_clusters', 'cluster_size')
@@ -366,12 +366,11 @@ def clustered_attention_packed(qkv: torch.Tensor,
         parts.append((source[..., split:], target[..., split:], n - split))
 
     if short_cluster_kernel_applies(qkv, cluster_length):
-        restored = qkv.new_empty(b, n, h, d)
-        for source_rows, target_rows, length in parts:
-            gather_attend_scatter(rows, source_rows.flatten(),
-                                  target_rows.flatten(),
-                                  restored.view(b * n * h, d), length)
-        return restored.transpose(1, 2)
+        out = short_cluster_attention(
+            rows, torch.cat([part[0].flatten() for part in parts]),
+            torch.cat([part[1].flatten() for part in parts]),
+            parts[0][0].numel(), cluster_length, n - split)
+        return out.view(b, n, h, d).transpose(1, 2)
 
     # One gather moves q, k and v into cluster order together, copying
     # whole rows (``gather`` would index every value). Each part comes out

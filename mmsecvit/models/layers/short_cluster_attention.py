@@ -71,7 +71,8 @@ def short_cluster_kernel_applies(qkv: torch.Tensor, length: int) -> bool:
     return (_enabled and qkv.device.type == 'cpu'
             and qkv.dtype in (torch.float32, torch.float64)
             and length <= MAX_CLUSTER_LENGTH
-            and not (torch.is_grad_enabled() and qkv.requires_grad)
+            and (_attention_op is not None
+                 or not (torch.is_grad_enabled() and qkv.requires_grad))
             and not torch.is_autocast_enabled('cpu')
             and not capturing_graph())
 
@@ -112,3 +113,167 @@ def gather_attend_scatter(rows: torch.Tensor, source: torch.Tensor,
         o = out[:num * length]
         torch.bmm(s, v, out=o.view(num, length, d))
         out_rows.index_copy_(0, target[index], o)
+
+
+def gather_attend_scatter_backward(rows: torch.Tensor,
+                                   grad_out_rows: torch.Tensor,
+                                   dot_rows: torch.Tensor,
+                                   source: torch.Tensor, target: torch.Tensor,
+                                   grad_rows: torch.Tensor,
+                                   length: int) -> None:
+    """The gradient of :func:`gather_attend_scatter` with respect to
+    ``rows``, chunk by chunk, written into ``grad_rows`` at ``source``.
+
+    For one cluster, with ``P = softmax(scale q k^T)`` recomputed and
+    ``dO`` the output's gradient: ``dv = P^T dO``, ``dS = P * (dO v^T -
+    rowsum(dO * O))``, ``dq = scale dS k`` and ``dk = scale dS^T q``.
+    The forward's output enters only through ``rowsum(dO * O)``, computed
+    once for all rows by the caller.
+
+    Args:
+        rows (Tensor): (R, 3 * head_dims), the forward's input.
+        grad_out_rows (Tensor): (R, head_dims), the gradient of the
+            forward's output.
+        dot_rows (Tensor): (R,), ``(grad_out_rows * out_rows).sum(-1)``
+            with the forward's output ``out_rows``.
+        source, target (Tensor): As in :func:`gather_attend_scatter`.
+        grad_rows (Tensor): (R, 3 * head_dims), written at ``source``.
+        length (int): Tokens per cluster.
+    """
+    d = grad_out_rows.shape[-1]
+    clusters = source.numel() // length
+    row_bytes = length * length * rows.element_size()
+    chunk = max(1, min(clusters, CHUNK_BYTES // row_bytes))
+    gathered = rows.new_empty(chunk * length, 3 * d)
+    grad_gathered = rows.new_empty(chunk * length, 3, d)
+    grad_out = rows.new_empty(chunk * length, d)
+    probs = rows.new_empty(chunk, length, length)
+    grad_scores = rows.new_empty(chunk, length, length)
+    scale = d**-0.5
+    for start in range(0, clusters, chunk):
+        num = min(chunk, clusters - start)
+        index = slice(start * length, (start + num) * length)
+        src, tgt = source[index], target[index]
+        buf, g_out = gathered[:num * length], grad_out[:num * length]
+        torch.index_select(rows, 0, src, out=buf)
+        torch.index_select(grad_out_rows, 0, tgt, out=g_out)
+        qkv = buf.view(num, length, 3, d)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        g_out = g_out.view(num, length, d)
+        p, ds = probs[:num], grad_scores[:num]
+        torch.baddbmm(p, q, k.transpose(1, 2), beta=0, alpha=scale, out=p)
+        torch.softmax(p, dim=-1, out=p)
+        grads = grad_gathered[:num * length].view(num, length, 3, d)
+        dq, dk, dv = grads.unbind(2)
+        dv.copy_(torch.bmm(p.transpose(1, 2), g_out))
+        torch.bmm(g_out, v.transpose(1, 2), out=ds)
+        # rowsum(dO * O) of a query row is sum_j dP_ij P_ij.
+        ds.sub_(dot_rows[tgt].view(num, length, 1)).mul_(p)
+        torch.mul(torch.bmm(ds, k), scale, out=dq)
+        torch.mul(torch.bmm(ds.transpose(1, 2), q), scale, out=dk)
+        grad_rows.index_copy_(0, src, grads.view(-1, 3 * d))
+
+
+def _attend_parts(rows: torch.Tensor, source: torch.Tensor,
+                  target: torch.Tensor, full_rows: int, length: int,
+                  tail_length: int) -> torch.Tensor:
+    out = rows.new_empty(rows.shape[0], rows.shape[1] // 3)
+    for part, part_length in _parts(full_rows, source.numel(), length,
+                                    tail_length):
+        gather_attend_scatter(rows, source[part], target[part], out,
+                              part_length)
+    return out
+
+
+def _parts(full_rows: int, total: int, length: int, tail_length: int):
+    """(slice of the indices, cluster length) of the full clusters and of
+    the shorter last clusters, where there are any."""
+    parts = [(slice(0, full_rows), length)] if full_rows else []
+    if full_rows < total:
+        parts.append((slice(full_rows, total), tail_length))
+    return parts
+
+
+if hasattr(torch.library, 'custom_op'):  # torch >= 2.4
+
+    @torch.library.custom_op(
+        'mmsecvit::short_cluster_attention', mutates_args=())
+    def _attention_op(rows: torch.Tensor, source: torch.Tensor,
+                      target: torch.Tensor, full_rows: int, length: int,
+                      tail_length: int) -> torch.Tensor:
+        return _attend_parts(rows, source, target, full_rows, length,
+                             tail_length)
+
+    @_attention_op.register_fake
+    def _(rows, source, target, full_rows, length, tail_length):
+        return rows.new_empty(rows.shape[0], rows.shape[1] // 3)
+
+    @torch.library.custom_op(
+        'mmsecvit::short_cluster_attention_backward', mutates_args=())
+    def _attention_backward_op(grad_out_rows: torch.Tensor,
+                               rows: torch.Tensor, out_rows: torch.Tensor,
+                               source: torch.Tensor, target: torch.Tensor,
+                               full_rows: int, length: int,
+                               tail_length: int) -> torch.Tensor:
+        grad_rows = torch.empty_like(rows)
+        dot_rows = (grad_out_rows * out_rows).sum(dim=-1)
+        for part, part_length in _parts(full_rows, source.numel(), length,
+                                        tail_length):
+            gather_attend_scatter_backward(rows, grad_out_rows, dot_rows,
+                                           source[part], target[part],
+                                           grad_rows, part_length)
+        return grad_rows
+
+    @_attention_backward_op.register_fake
+    def _(grad_out_rows, rows, out_rows, source, target, full_rows, length,
+          tail_length):
+        return torch.empty_like(rows)
+
+    def _setup_context(ctx, inputs, output):
+        rows, source, target, full_rows, length, tail_length = inputs
+        ctx.save_for_backward(rows, output, source, target)
+        ctx.sizes = full_rows, length, tail_length
+
+    def _backward(ctx, grad_out_rows):
+        rows, out_rows, source, target = ctx.saved_tensors
+        grad_rows = _attention_backward_op(grad_out_rows.contiguous(), rows,
+                                           out_rows, source, target,
+                                           *ctx.sizes)
+        return grad_rows, None, None, None, None, None
+
+    _attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+    #: The op whose output selective checkpointing keeps (see
+    #: :mod:`~mmsecvit.models.layers.activation_checkpoint`).
+    ATTENTION_OP = torch.ops.mmsecvit.short_cluster_attention.default
+else:
+    _attention_op = ATTENTION_OP = None
+
+
+def short_cluster_attention(rows: torch.Tensor, source: torch.Tensor,
+                            target: torch.Tensor, full_rows: int, length: int,
+                            tail_length: int) -> torch.Tensor:
+    """Attention within the clusters given by ``source``, as one op.
+
+    Args:
+        rows (Tensor): (R, 3 * head_dims), contiguous: q, k and v of one
+            token and head per row.
+        source (Tensor): A permutation of the R rows: the rows of the full
+            clusters of ``length`` tokens, cluster after cluster, then
+            those of the shorter last clusters of ``tail_length`` tokens.
+        target (Tensor): A permutation of the R output rows: where the
+            output of each row of ``source`` goes.
+        full_rows (int): How many of ``source`` belong to full clusters.
+        length, tail_length (int): Tokens per full and per last cluster.
+
+    Returns:
+        Tensor: (R, head_dims), the attention output at ``target``. Where a
+        gradient is recorded, its backward is
+        :func:`gather_attend_scatter_backward` (torch >= 2.4, which
+        :func:`short_cluster_kernel_applies` checks).
+    """
+    if torch.is_grad_enabled() and rows.requires_grad:
+        return _attention_op(rows, source, target, full_rows, length,
+                             tail_length)
+    return _attend_parts(rows, source, target, full_rows, length,
+                         tail_length)
