@@ -47,6 +47,8 @@ from mmsecvit.analysis.compile_check import (backbone_blocks,
                                              region_recompile_limit)
 from mmsecvit.analysis.flops import count_flops
 from mmsecvit.models import SecViT, parse_arch
+from mmsecvit.models.layers.short_cluster_attention import \
+    short_cluster_kernel
 from mmsecvit.registry import MODELS
 from mmsecvit.testing import (TEST_ARCH, compare_with_reference_attention,
                               randomize_weights, use_reference_attention)
@@ -54,7 +56,13 @@ from mmsecvit.utils.errors import ConfigValueError
 
 SECVIT_ARCHS = ('tiny', 'small', 'base', 'large')
 MODES = ('num_clusters', 'cluster_size')
-IMPLS = ('fast', 'reference')
+#: SecViT's attention: 'fast' (the model as it is), 'sdpa' (the same with
+#: every cluster through ``scaled_dot_product_attention``: the short-cluster
+#: kernel switched off, to measure what that kernel gains) and 'reference'
+#: (the paper's attention written plainly).
+IMPLS = ('fast', 'sdpa', 'reference')
+#: The impls measured unless others are asked for.
+DEFAULT_IMPLS = ('fast', 'reference')
 RUNTIMES = ('pytorch', 'onnxruntime')
 TASKS = ('infer', 'train', 'det-train')
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -74,7 +82,8 @@ class Case:
         size (tuple[int, int]): Input height and width.
         arch (str | dict): SecViT arch; ignored for Swin-T.
         mode (str): SecViT cluster mode.
-        impl (str): 'fast' or 'reference' attention.
+        impl (str): 'fast', 'sdpa' or 'reference' attention (see
+            :data:`IMPLS`).
         task (str): 'infer' (no_grad forward), 'train' (forward and
             backward in train mode) or 'det-train' (one training iteration
             of a Mask R-CNN with this backbone: losses, backward, AdamW
@@ -411,7 +420,12 @@ def run_case(case: Case) -> Result:
         base = _peak_rss_mib()
 
     reference = case.model == 'secvit' and case.impl == 'reference'
-    context = use_reference_attention() if reference else nullcontext()
+    if reference:
+        context = use_reference_attention()
+    elif case.model == 'secvit' and case.impl == 'sdpa':
+        context = short_cluster_kernel(False)
+    else:
+        context = nullcontext()
     limit = (region_recompile_limit()
              if case.compile == 'blocks' else nullcontext())
     with context, limit:
@@ -636,7 +650,7 @@ WITH_CP_MODES = (False, 'selective', True)
 def build_cases(archs: Sequence[object],
                 sizes: Sequence[Tuple[int, int]],
                 modes: Sequence[str] = MODES,
-                impls: Sequence[str] = IMPLS,
+                impls: Sequence[str] = DEFAULT_IMPLS,
                 swin: bool = True,
                 train_sizes: Sequence[Tuple[int, int]] = (),
                 train_batch: int = 2,
@@ -652,8 +666,9 @@ def build_cases(archs: Sequence[object],
     then every SecViT arch in every mode with every attention. For every
     training size: Swin-T without and with activation checkpointing, SecViT
     in every mode without, with selective and with full activation
-    checkpointing (the fast attention only). Each of these in every
-    autocast dtype of ``amps`` and every ``compiles`` setting. For every
+    checkpointing (the fast attention, and 'sdpa' where asked for). Each
+    of these in every autocast dtype of ``amps`` and every ``compiles``
+    setting. For every
     detector training size: a Mask R-CNN training iteration with Swin-T
     and with every SecViT arch in every mode.
 
@@ -661,7 +676,7 @@ def build_cases(archs: Sequence[object],
         archs: SecViT archs (names or dicts).
         sizes: Inference input sizes.
         modes: SecViT cluster modes.
-        impls: 'fast' and/or 'reference'.
+        impls: Any of :data:`IMPLS`.
         swin (bool): Include mmdet's Swin-T.
         train_sizes: Input sizes of the training (memory) cases.
         train_batch (int): Batch of the training cases (also of the
@@ -713,6 +728,7 @@ def build_cases(archs: Sequence[object],
                         Case(size=size, arch=arch, mode=mode,
                              **onnx_common))
     train_common = dict(common, batch=train_batch)
+    train_impls = ['fast'] + (['sdpa'] if 'sdpa' in impls else [])
     for size in train_sizes:
         for with_cp in train_with_cp:
             if swin and with_cp != 'selective':
@@ -720,9 +736,11 @@ def build_cases(archs: Sequence[object],
                                   with_cp=with_cp, **train_common))
             for arch in archs:
                 for mode in modes:
-                    cases.append(
-                        Case(size=size, arch=arch, mode=mode, task='train',
-                             with_cp=with_cp, **train_common))
+                    for impl in train_impls:
+                        cases.append(
+                            Case(size=size, arch=arch, mode=mode,
+                                 impl=impl, task='train', with_cp=with_cp,
+                                 **train_common))
     for size in det_train_sizes:
         if swin:
             cases.append(

@@ -13,6 +13,7 @@ from mmsecvit.analysis.benchmark import (Case, Result, build_cases,
 from mmsecvit.analysis.compile_check import backbone_blocks
 from mmsecvit.analysis.flops import count_flops
 from mmsecvit.models import SecViT
+from mmsecvit.models.layers import short_cluster_attention as sca
 from mmsecvit.testing import TEST_ARCH
 from mmsecvit.utils.errors import ConfigValueError
 
@@ -197,6 +198,38 @@ def test_run_case_counts_macs_and_measures_the_limit():
     assert result.limit_gmacs_per_s > 0
     assert 0 < result.limit_share
     assert result.first_call_s > 0
+
+
+def test_build_cases_adds_sdpa_rows_where_asked_for():
+    cases = build_cases(['small'], [(224, 224)], modes=['cluster_size'],
+                        impls=['fast', 'sdpa'], train_sizes=[(64, 64)],
+                        train_with_cp=['selective'])
+    assert [(c.task, c.impl) for c in cases if c.model == 'secvit'] == [
+        ('infer', 'fast'), ('infer', 'sdpa'), ('train', 'fast'),
+        ('train', 'sdpa')]
+    assert 'cluster_size sdpa with_cp=selective' in cases[-1].name
+    # Not measured unless asked for.
+    default = build_cases(['small'], [(224, 224)], train_sizes=[(64, 64)])
+    assert {c.impl for c in default} == {'fast', 'reference'}
+
+
+@pytest.mark.parametrize('task', ['infer', 'train'])
+def test_sdpa_impl_switches_the_short_cluster_kernel_off(task, monkeypatch):
+    # TEST_ARCH at 64x64: 16x16 tokens in 4 clusters of 64 at stage 1.
+    calls = {}
+    kernel = sca.gather_attend_scatter
+
+    def counting(*args, **kwargs):
+        calls[impl] = calls.get(impl, 0) + 1
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(sca, 'gather_attend_scatter', counting)
+    for impl in ('fast', 'sdpa'):
+        benchmark.run_case(
+            Case(arch=TEST_ARCH, size=(64, 64), impl=impl, task=task,
+                 warmup=0, repeats=1, threads=1, count_macs=False))
+    assert calls.get('fast', 0) > 0
+    assert 'sdpa' not in calls
 
 
 def test_training_step_counts_three_forwards_and_runs_under_autocast():

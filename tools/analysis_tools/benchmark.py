@@ -24,7 +24,8 @@ Examples:
 """
 import argparse
 
-from mmsecvit.analysis.benchmark import (AMP_DTYPES, IMPLS, KEEP_HEAP_ENV,
+from mmsecvit.analysis.benchmark import (AMP_DTYPES, DEFAULT_IMPLS, IMPLS,
+                                         KEEP_HEAP_ENV,
                                          MODES, RUNTIMES, build_cases,
                                          parse_size, run_benchmark)
 from mmsecvit.engine.cli import (add_debug_argument, argument_type,
@@ -63,8 +64,11 @@ def parse_args(argv=None):
         'SecViT only; Swin-T runs the others)')
     parser.add_argument('--modes', nargs='+', default=list(MODES),
                         choices=MODES)
-    parser.add_argument('--impls', nargs='+', default=list(IMPLS),
-                        choices=IMPLS)
+    parser.add_argument(
+        '--impls', nargs='+', default=list(DEFAULT_IMPLS), choices=IMPLS,
+        help="SecViT's attention: fast (as it is), sdpa (every cluster "
+        'through SDPA, the short-cluster CPU kernel off) and reference (the '
+        "paper's, written plainly); training cases: fast, and sdpa if given")
     parser.add_argument(
         '--runtime', default='pytorch', choices=RUNTIMES,
         help='onnxruntime: also run the backbones exported to ONNX (static '

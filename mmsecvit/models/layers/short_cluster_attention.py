@@ -19,8 +19,15 @@ to read or have just written.
 
 The products are the same as the fused kernel's up to rounding (the order
 of the sums differs): float32 results differ in the last bits, as between
-two SDPA backends. Where a gradient is recorded the fused kernel stays:
-its backward needs no stored scores.
+two SDPA backends.
+
+In training the same forward runs as one op,
+``torch.ops.mmsecvit.short_cluster_attention``
+(:func:`short_cluster_attention`, torch >= 2.4), whose backward
+(:func:`gather_attend_scatter_backward`) recomputes each chunk's scores,
+as the fused kernel's backward does, and forms the gradients of q, k and v
+with batched products. It keeps the input rows and the output, no scores;
+selective activation checkpointing keeps its output as it keeps SDPA's.
 """
 from contextlib import contextmanager
 from typing import Iterator
@@ -64,10 +71,11 @@ def short_cluster_kernel(enabled: bool) -> Iterator[None]:
 
 def short_cluster_kernel_applies(qkv: torch.Tensor, length: int) -> bool:
     """Whether :func:`gather_attend_scatter` runs for clusters of
-    ``length`` tokens: a float32 or float64 CPU tensor that records no
-    gradient, CPU autocast off, no graph captured, clusters of at most
-    :data:`MAX_CLUSTER_LENGTH` tokens, and not switched off by
-    :func:`short_cluster_kernel`."""
+    ``length`` tokens: a float32 or float64 CPU tensor, CPU autocast off,
+    no graph captured, clusters of at most :data:`MAX_CLUSTER_LENGTH`
+    tokens, not switched off by :func:`short_cluster_kernel`, and, where
+    ``qkv`` records a gradient, a torch with ``torch.library.custom_op``
+    (>= 2.4) for the op that carries the backward."""
     return (_enabled and qkv.device.type == 'cpu'
             and qkv.dtype in (torch.float32, torch.float64)
             and length <= MAX_CLUSTER_LENGTH
@@ -75,6 +83,15 @@ def short_cluster_kernel_applies(qkv: torch.Tensor, length: int) -> bool:
                  or not (torch.is_grad_enabled() and qkv.requires_grad))
             and not torch.is_autocast_enabled('cpu')
             and not capturing_graph())
+
+
+def _chunking(rows: torch.Tensor, source: torch.Tensor,
+              length: int) -> tuple:
+    """The number of clusters and the clusters per chunk (a score buffer
+    of about :data:`CHUNK_BYTES`)."""
+    clusters = source.numel() // length
+    cluster_bytes = length * length * rows.element_size()
+    return clusters, max(1, min(clusters, CHUNK_BYTES // cluster_bytes))
 
 
 def gather_attend_scatter(rows: torch.Tensor, source: torch.Tensor,
@@ -93,9 +110,7 @@ def gather_attend_scatter(rows: torch.Tensor, source: torch.Tensor,
         length (int): Tokens per cluster.
     """
     d = out_rows.shape[-1]
-    clusters = source.numel() // length
-    row_bytes = length * length * rows.element_size()
-    chunk = max(1, min(clusters, CHUNK_BYTES // row_bytes))
+    clusters, chunk = _chunking(rows, source, length)
     gathered = rows.new_empty(chunk * length, 3 * d)
     scores = rows.new_empty(chunk, length, length)
     out = rows.new_empty(chunk * length, d)
@@ -141,9 +156,7 @@ def gather_attend_scatter_backward(rows: torch.Tensor,
         length (int): Tokens per cluster.
     """
     d = grad_out_rows.shape[-1]
-    clusters = source.numel() // length
-    row_bytes = length * length * rows.element_size()
-    chunk = max(1, min(clusters, CHUNK_BYTES // row_bytes))
+    clusters, chunk = _chunking(rows, source, length)
     gathered = rows.new_empty(chunk * length, 3 * d)
     grad_gathered = rows.new_empty(chunk * length, 3, d)
     grad_out = rows.new_empty(chunk * length, d)
