@@ -365,18 +365,21 @@ def clustered_attention_packed(qkv: torch.Tensor,
     if split < n:
         parts.append((source[..., split:], target[..., split:], n - split))
 
+    # Rows of ``rows`` in cluster order, all parts together.
+    source_rows = torch.cat([part[0].flatten() for part in parts])
+
     if short_cluster_kernel_applies(qkv, cluster_length):
-        out = short_cluster_attention(
-            rows, torch.cat([part[0].flatten() for part in parts]),
-            torch.cat([part[1].flatten() for part in parts]),
-            parts[0][0].numel(), cluster_length, n - split)
+        target_rows = source_rows if token_major else torch.cat(
+            [part[1].flatten() for part in parts])
+        out = short_cluster_attention(rows, source_rows, target_rows,
+                                      parts[0][0].numel(), cluster_length,
+                                      n - split)
         return out.view(b, n, h, d).transpose(1, 2)
 
     # One gather moves q, k and v into cluster order together, copying
     # whole rows (``gather`` would index every value). Each part comes out
     # as a contiguous (B, clusters, L, 3d) tensor for SDPA.
-    packed = permute_rows(rows,
-                          torch.cat([part[0].flatten() for part in parts]))
+    packed = permute_rows(rows, source_rows)
     # ``split`` and ``unbind`` (not slicing and indexing): their backward
     # writes the gradients of the parts, and of q, k and v, into one new
     # tensor, where slices would each get a zero-filled full-size gradient

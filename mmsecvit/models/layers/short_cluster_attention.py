@@ -85,13 +85,41 @@ def short_cluster_kernel_applies(qkv: torch.Tensor, length: int) -> bool:
             and not capturing_graph())
 
 
-def _chunking(rows: torch.Tensor, source: torch.Tensor,
-              length: int) -> tuple:
-    """The number of clusters and the clusters per chunk (a score buffer
-    of about :data:`CHUNK_BYTES`)."""
+def _chunks(rows: torch.Tensor, source: torch.Tensor,
+            length: int) -> tuple:
+    """Clusters per chunk (a score buffer of about :data:`CHUNK_BYTES`),
+    and the slice of ``source`` that each chunk gathers."""
     clusters = source.numel() // length
     cluster_bytes = length * length * rows.element_size()
-    return clusters, max(1, min(clusters, CHUNK_BYTES // cluster_bytes))
+    per_chunk = max(1, min(clusters, CHUNK_BYTES // cluster_bytes))
+    step = per_chunk * length
+    slices = [
+        slice(start, min(start + step, source.numel()))
+        for start in range(0, source.numel(), step)
+    ]
+    return per_chunk, slices
+
+
+def _gather_probs(rows: torch.Tensor, index: torch.Tensor,
+                  gathered: torch.Tensor, probs: torch.Tensor,
+                  length: int) -> tuple:
+    """Gather the rows at ``index`` (whole clusters of ``length`` tokens)
+    into ``gathered`` and write ``softmax(scale q k^T)`` of each cluster
+    into ``probs``; both are buffers of at least that many clusters.
+
+    Returns:
+        tuple[Tensor]: q, k, v (clusters, length, head_dims), views of
+        ``gathered``, and the probabilities (clusters, length, length), a
+        view of ``probs``.
+    """
+    num, d = index.numel() // length, rows.shape[-1] // 3
+    buf = gathered[:num * length]
+    torch.index_select(rows, 0, index, out=buf)
+    q, k, v = buf.view(num, length, 3, d).unbind(2)
+    p = probs[:num]
+    torch.baddbmm(p, q, k.transpose(1, 2), beta=0, alpha=d**-0.5, out=p)
+    torch.softmax(p, dim=-1, out=p)
+    return q, k, v, p
 
 
 def gather_attend_scatter(rows: torch.Tensor, source: torch.Tensor,
@@ -110,23 +138,15 @@ def gather_attend_scatter(rows: torch.Tensor, source: torch.Tensor,
         length (int): Tokens per cluster.
     """
     d = out_rows.shape[-1]
-    clusters, chunk = _chunking(rows, source, length)
-    gathered = rows.new_empty(chunk * length, 3 * d)
-    scores = rows.new_empty(chunk, length, length)
-    out = rows.new_empty(chunk * length, d)
-    scale = d**-0.5
-    for start in range(0, clusters, chunk):
-        num = min(chunk, clusters - start)
-        index = slice(start * length, (start + num) * length)
-        buf = gathered[:num * length]
-        torch.index_select(rows, 0, source[index], out=buf)
-        qkv = buf.view(num, length, 3, d)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        s = scores[:num]
-        torch.baddbmm(s, q, k.transpose(1, 2), beta=0, alpha=scale, out=s)
-        torch.softmax(s, dim=-1, out=s)
-        o = out[:num * length]
-        torch.bmm(s, v, out=o.view(num, length, d))
+    per_chunk, slices = _chunks(rows, source, length)
+    gathered = rows.new_empty(per_chunk * length, 3 * d)
+    probs = rows.new_empty(per_chunk, length, length)
+    out = rows.new_empty(per_chunk * length, d)
+    for index in slices:
+        _, _, v, p = _gather_probs(rows, source[index], gathered, probs,
+                                   length)
+        o = out[:index.stop - index.start]
+        torch.bmm(p, v, out=o.view(v.shape))
         out_rows.index_copy_(0, target[index], o)
 
 
@@ -156,26 +176,21 @@ def gather_attend_scatter_backward(rows: torch.Tensor,
         length (int): Tokens per cluster.
     """
     d = grad_out_rows.shape[-1]
-    clusters, chunk = _chunking(rows, source, length)
-    gathered = rows.new_empty(chunk * length, 3 * d)
-    grad_gathered = rows.new_empty(chunk * length, 3, d)
-    grad_out = rows.new_empty(chunk * length, d)
-    probs = rows.new_empty(chunk, length, length)
-    grad_scores = rows.new_empty(chunk, length, length)
+    per_chunk, slices = _chunks(rows, source, length)
+    gathered = rows.new_empty(per_chunk * length, 3 * d)
+    probs = rows.new_empty(per_chunk, length, length)
+    grad_gathered = rows.new_empty(per_chunk * length, 3, d)
+    grad_out = rows.new_empty(per_chunk * length, d)
+    grad_scores = rows.new_empty(per_chunk, length, length)
     scale = d**-0.5
-    for start in range(0, clusters, chunk):
-        num = min(chunk, clusters - start)
-        index = slice(start * length, (start + num) * length)
+    for index in slices:
         src, tgt = source[index], target[index]
-        buf, g_out = gathered[:num * length], grad_out[:num * length]
-        torch.index_select(rows, 0, src, out=buf)
+        q, k, v, p = _gather_probs(rows, src, gathered, probs, length)
+        num = p.shape[0]
+        g_out = grad_out[:num * length]
         torch.index_select(grad_out_rows, 0, tgt, out=g_out)
-        qkv = buf.view(num, length, 3, d)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         g_out = g_out.view(num, length, d)
-        p, ds = probs[:num], grad_scores[:num]
-        torch.baddbmm(p, q, k.transpose(1, 2), beta=0, alpha=scale, out=p)
-        torch.softmax(p, dim=-1, out=p)
+        ds = grad_scores[:num]
         grads = grad_gathered[:num * length].view(num, length, 3, d)
         dq, dk, dv = grads.unbind(2)
         dv.copy_(torch.bmm(p.transpose(1, 2), g_out))
