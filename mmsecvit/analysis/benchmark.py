@@ -35,20 +35,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from mmsecvit.deployment.onnx_export import export_onnx
-from mmsecvit.analysis.compile_check import (backbone_blocks,
-                                             compile_regions,
+from mmsecvit.analysis.compile_check import (backbone_blocks, compile_regions,
                                              region_recompile_limit)
 from mmsecvit.analysis.flops import count_flops
+from mmsecvit.deployment.onnx_export import export_onnx
 from mmsecvit.models import SecViT, parse_arch
-from mmsecvit.models.layers.short_cluster_attention import \
-    short_cluster_kernel
+from mmsecvit.models.layers.short_cluster_attention import short_cluster_kernel
 from mmsecvit.registry import MODELS
 from mmsecvit.testing import (TEST_ARCH, compare_with_reference_attention,
                               randomize_weights, use_reference_attention)
@@ -376,19 +374,59 @@ def _autocast(case: Case, device: torch.device):
     return lambda: torch.autocast(device.type, dtype=AMP_DTYPES[case.amp])
 
 
-def run_case(case: Case) -> Result:
-    """Measure a case in this process."""
-    if case.runtime == 'onnxruntime':
-        return run_onnxruntime_case(case)
+@dataclass
+class _PreparedCase:
+    """A case ready to run: its model, input and step, and the switches
+    its runs happen under."""
+    case: Case
+    result: Result
+    model: torch.nn.Module
+    device: torch.device
+    step: Callable[[], object]
+    x: Optional[torch.Tensor] = None
+
+    @property
+    def train(self) -> bool:
+        return self.case.task != 'infer'
+
+    def context(self):
+        """What every run of the case happens under: the attention impl
+        and, for regional compilation, the raised recompile limit."""
+        contexts = ExitStack()
+        if self.case.model == 'secvit' and self.case.impl == 'reference':
+            contexts.enter_context(use_reference_attention())
+        elif self.case.model == 'secvit' and self.case.impl == 'sdpa':
+            contexts.enter_context(short_cluster_kernel(False))
+        if self.case.compile == 'blocks':
+            contexts.enter_context(region_recompile_limit())
+        return contexts
+
+    def run_once(self) -> float:
+        """Run one step; return its time in seconds."""
+        synchronize(self.device)
+        start = time.perf_counter()
+        self.step()
+        synchronize(self.device)
+        return time.perf_counter() - start
+
+    def warm_up(self) -> None:
+        """The untimed runs; the first one's time is the first call."""
+        for i in range(self.case.warmup):
+            elapsed = self.run_once()
+            if i == 0:
+                self.result.first_call_s = elapsed
+
+
+def _prepare_case(case: Case) -> _PreparedCase:
+    """Build the model, the input and the step of a PyTorch case."""
     if case.runtime not in RUNTIMES:
         raise ValueError(f'Unknown runtime {case.runtime!r}; use one of '
                          f'{RUNTIMES}.')
-    torch.set_num_threads(case.threads)
-    torch.manual_seed(0)
-    result = Result(case)
-    device = torch.device(case.device)
     if case.impl not in IMPLS:
         raise ValueError(f'Unknown impl {case.impl!r}; use one of {IMPLS}.')
+    torch.set_num_threads(case.threads)
+    torch.manual_seed(0)
+    device = torch.device(case.device)
     detector = case.task == 'det-train'
     model = (build_detector(case) if detector else build_backbone(case))
     model = model.to(device)
@@ -397,64 +435,128 @@ def run_case(case: Case) -> Result:
     autocast = _autocast(case, device)
     if detector:
         model.backbone = _compiled(model.backbone, case.compile)
-        step = _detector_step(model, case, device, autocast)
-    else:
-        runner = _compiled(model, case.compile)
-        x = torch.rand(case.batch, 3, *case.size, device=device)
+        return _PreparedCase(case, Result(case), model, device,
+                             _detector_step(model, case, device, autocast))
+    runner = _compiled(model, case.compile)
+    x = torch.rand(case.batch, 3, *case.size, device=device)
 
-        def step():
-            if train:
-                with autocast():
-                    outs = runner(x)
-                    loss = sum(out.float().sum() for out in outs)
-                loss.backward()
-                model.zero_grad(set_to_none=True)
-                return None
-            with torch.no_grad(), autocast():
-                return runner(x)
+    def step():
+        if train:
+            with autocast():
+                outs = runner(x)
+                loss = sum(out.float().sum() for out in outs)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            return None
+        with torch.no_grad(), autocast():
+            return runner(x)
 
+    return _PreparedCase(case, Result(case), model, device, step, x)
+
+
+def _finish_case(prepared: _PreparedCase, limit: Optional[float]) -> Result:
+    """Add what is measured after the timed runs: the reference impl's
+    difference, the multiply-adds and the fp32 limit ``limit``."""
+    case, result = prepared.case, prepared.result
+    if (case.model == 'secvit' and case.impl == 'reference'
+            and case.check_diff and not prepared.train):
+        result.max_abs_diff = _attention_diff(prepared.model, prepared.x)
+    if case.count_macs and case.task != 'det-train':
+        result.gmacs = case_gmacs(prepared.model, case)
+        result.limit_gmacs_per_s = limit
+    return result
+
+
+def run_case(case: Case) -> Result:
+    """Measure a case in this process."""
+    if case.runtime == 'onnxruntime':
+        return run_onnxruntime_case(case)
+    prepared = _prepare_case(case)
+    device, result = prepared.device, prepared.result
     if _is_cuda(device):
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
         base = _peak_rss_mib()
-
-    reference = case.model == 'secvit' and case.impl == 'reference'
-    if reference:
-        context = use_reference_attention()
-    elif case.model == 'secvit' and case.impl == 'sdpa':
-        context = short_cluster_kernel(False)
-    else:
-        context = nullcontext()
-    limit = (region_recompile_limit()
-             if case.compile == 'blocks' else nullcontext())
-    with context, limit:
-        for i in range(case.warmup):
-            synchronize(device)
-            start = time.perf_counter()
-            step()
-            synchronize(device)
-            if i == 0:
-                result.first_call_s = time.perf_counter() - start
+    with prepared.context():
+        prepared.warm_up()
         for _ in range(case.repeats):
-            synchronize(device)
-            start = time.perf_counter()
-            step()
-            synchronize(device)
-            result.times.append(time.perf_counter() - start)
+            result.times.append(prepared.run_once())
     if _is_cuda(device):
         result.peak_mem_mib = (torch.cuda.max_memory_allocated(device) -
                                base) / 2**20
     else:
         result.peak_mem_mib = _peak_rss_mib() - base
-    if reference and case.check_diff and not train:
-        result.max_abs_diff = _attention_diff(model, x)
     # Counted after the timed runs and the memory: the FLOP counter's trace
     # would otherwise set the process's peak resident memory first.
-    if case.count_macs and not detector:
-        result.gmacs = case_gmacs(model, case)
-        result.limit_gmacs_per_s = matmul_rate(device, case.limit_size)
-    return result
+    limit = (matmul_rate(device, case.limit_size)
+             if case.count_macs and case.task != 'det-train' else None)
+    return _finish_case(prepared, limit)
+
+
+def run_cases_alternating(cases: Sequence[Case]) -> List[Result]:
+    """Measure several cases in this process, one timed run of each in
+    turn.
+
+    Every case is built and warmed up first; then the timed runs go round
+    the cases (run 1 of each, run 2 of each, ...). Differences between
+    processes (where the allocator places the maps, which pages are
+    faulted in) and the machine's drift then affect every case alike, so a
+    ratio between two cases is steadier than across processes; what one
+    case leaves in the caches and the heap is seen by the next, as in a
+    real pipeline of several models.
+
+    Peak memory is measured per run on CUDA (the peak of the run over what
+    was allocated before it); on the CPU the process's resident peak
+    cannot be split between the cases, so it is left out (NaN).
+
+    Args:
+        cases: PyTorch cases sharing device and threads.
+
+    Returns:
+        list[Result]: One per case, in order.
+    """
+    if not cases:
+        return []
+    for case in cases:
+        if case.runtime != 'pytorch':
+            raise ConfigValueError(
+                f'Alternating runs measure PyTorch cases only, got runtime '
+                f'{case.runtime!r} ({case.name}).')
+        if (case.device, case.threads) != (cases[0].device,
+                                           cases[0].threads):
+            raise ConfigValueError(
+                'Alternating runs need one device and thread count for '
+                f'all cases; got {cases[0].device}/{cases[0].threads} and '
+                f'{case.device}/{case.threads}.')
+    prepared = [_prepare_case(case) for case in cases]
+    torch.set_num_threads(cases[0].threads)
+    for p in prepared:
+        with p.context():
+            p.warm_up()
+    cuda = _is_cuda(prepared[0].device)
+    for run in range(max(case.repeats for case in cases)):
+        for p in prepared:
+            if run >= p.case.repeats:
+                continue
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(p.device)
+                base = torch.cuda.memory_allocated(p.device)
+            with p.context():
+                p.result.times.append(p.run_once())
+            if cuda:
+                peak = (torch.cuda.max_memory_allocated(p.device) -
+                        base) / 2**20
+                if not peak <= p.result.peak_mem_mib:  # NaN at first
+                    p.result.peak_mem_mib = peak
+    needs_limit = [
+        p for p in prepared
+        if p.case.count_macs and p.case.task != 'det-train'
+    ]
+    limit = (matmul_rate(prepared[0].device,
+                         max(p.case.limit_size for p in needs_limit))
+             if needs_limit else None)
+    return [_finish_case(p, limit) for p in prepared]
 
 
 def run_onnxruntime_case(case: Case) -> Result:
@@ -530,8 +632,25 @@ def measure_in_subprocess(case: Case,
         env (dict, optional): Environment variables to set in the process,
             e.g. :data:`KEEP_HEAP_ENV`.
     """
+    return _measure_in_subprocess([case], False, timeout, env)[0]
+
+
+def measure_alternating_in_subprocess(
+        cases: Sequence[Case],
+        timeout: float = 3600,
+        env: Optional[Dict[str, str]] = None) -> List[Result]:
+    """:func:`run_cases_alternating` in a fresh Python process; arguments
+    as for :func:`measure_in_subprocess`."""
+    return _measure_in_subprocess(cases, True, timeout, env)
+
+
+def _measure_in_subprocess(cases: Sequence[Case], alternating: bool,
+                           timeout: float,
+                           env: Optional[Dict[str, str]]) -> List[Result]:
+    payload = [asdict(case) for case in cases] if alternating \
+        else asdict(cases[0])
     cmd = [sys.executable, '-m', 'mmsecvit.analysis.benchmark',
-           json.dumps(asdict(case))]
+           json.dumps(payload)]
     env = dict(os.environ, **(env or {}))
     root = _repo_root()
     env['PYTHONPATH'] = os.pathsep.join(
@@ -539,10 +658,16 @@ def measure_in_subprocess(case: Case,
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
-        return Result(case, error=proc.stderr.strip().splitlines()[-1]
-                      if proc.stderr.strip() else f'exit {proc.returncode}')
+        error = (proc.stderr.strip().splitlines()[-1]
+                 if proc.stderr.strip() else f'exit {proc.returncode}')
+        return [Result(case, error=error) for case in cases]
     data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return Result(case, **{name: data.get(name) for name in RESULT_FIELDS})
+    if not alternating:
+        data = [data]
+    return [
+        Result(case, **{name: item.get(name) for name in RESULT_FIELDS})
+        for case, item in zip(cases, data)
+    ]
 
 
 # What the measuring process sends back.
@@ -550,10 +675,13 @@ RESULT_FIELDS = ('times', 'peak_mem_mib', 'max_abs_diff', 'gmacs',
                  'limit_gmacs_per_s', 'first_call_s')
 
 
-def _case_from_json(text: str) -> Case:
-    data = json.loads(text)
-    data['size'] = tuple(data['size'])
+def _case_from_dict(data: dict) -> Case:
+    data = dict(data, size=tuple(data['size']))
     return Case(**data)
+
+
+def _result_fields(result: Result) -> dict:
+    return {name: getattr(result, name) for name in RESULT_FIELDS}
 
 
 def format_table(results: Sequence[Result]) -> str:
@@ -581,8 +709,14 @@ def format_table(results: Sequence[Result]) -> str:
         rows.append(f'| {c.task} | {size} | {c.batch} | {c.name} | '
                     f'{r.median:.3f} | {low:.3f}-{high:.3f} | '
                     f'{r.median / first:.2f}x | {_rate_columns(r)} | '
-                    f'{r.peak_mem_mib:.0f} | {diff} |')
+                    f'{_memory_column(r)} | {diff} |')
     return header + '\n'.join(rows) + '\n'
+
+
+def _memory_column(r: Result) -> str:
+    """The peak memory, or 'n/a' where it was not measured (CPU cases run
+    alternating in one process)."""
+    return 'n/a' if math.isnan(r.peak_mem_mib) else f'{r.peak_mem_mib:.0f}'
 
 
 def _rate_columns(r: Result) -> str:
@@ -762,12 +896,27 @@ def build_cases(archs: Sequence[object],
     ]
 
 
+def alternation_groups(cases: Sequence[Case]) -> List[List[int]]:
+    """The indices of the cases that :func:`run_benchmark` measures
+    together with ``alternate=True``: those of one task, input size, batch,
+    device and thread count (the rows a ratio is taken between), in table
+    order; ONNX Runtime cases each on their own."""
+    groups: Dict[tuple, List[int]] = {}
+    for index, case in enumerate(cases):
+        key = ((case.task, tuple(case.size), case.batch, case.device,
+                case.threads) if case.runtime == 'pytorch' else
+               ('alone', index))
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
+
+
 def run_benchmark(cases: Sequence[Case],
                   out_file: Optional[str] = None,
                   plot_file: Optional[str] = None,
                   in_subprocess: bool = True,
                   env: Optional[Dict[str, str]] = None,
                   rounds: int = 1,
+                  alternate: bool = False,
                   log=print) -> List[Result]:
     """Measure the cases and write the markdown table (and the plot) as
     soon as each result is in.
@@ -781,29 +930,47 @@ def run_benchmark(cases: Sequence[Case],
         cases: What to measure, in table order.
         out_file (str, optional): Markdown table to (re)write.
         plot_file (str, optional): PNG bar chart to write at the end.
-        in_subprocess (bool): Measure each case in a fresh process.
+        in_subprocess (bool): Measure in fresh processes.
         env (dict, optional): Environment variables for those processes.
         rounds (int): Rounds over all cases. Defaults to 1.
+        alternate (bool): Measure the cases of each
+            :func:`alternation_groups` group in one process, one timed run
+            of each in turn (:func:`run_cases_alternating`; CPU peak memory
+            is then not measured). Defaults to False: one process per case.
         log: Progress printer.
     """
     if rounds < 1:
         raise ConfigValueError(f'rounds must be >= 1, got {rounds}.')
     results = [Result(case) for case in cases]
+    groups = (alternation_groups(cases) if alternate else
+              [[index] for index in range(len(cases))])
     for round_index in range(rounds):
-        for i, case in enumerate(cases):
-            prefix = f'round {round_index + 1}/{rounds} ' if rounds > 1 \
-                else ''
-            log(f'[{prefix}{i + 1}/{len(cases)}] {case.task} {case.size} '
-                f'{case.name}')
-            measured = measure_in_subprocess(case, env=env) \
-                if in_subprocess else run_case(case)
-            _pool(results[i], measured)
-            log(f'    median {measured.median:.3f} s, peak '
-                f'{measured.peak_mem_mib:.0f} MiB' +
-                (f', error: {measured.error}' if measured.error else ''))
+        prefix = f'round {round_index + 1}/{rounds} ' if rounds > 1 else ''
+        done = 0
+        for group in groups:
+            members = [cases[i] for i in group]
+            for i in group:
+                log(f'[{prefix}{i + 1}/{len(cases)}] {cases[i].task} '
+                    f'{cases[i].size} {cases[i].name}' +
+                    (' (alternating)' if alternate else ''))
+            if not alternate:
+                measured = [
+                    measure_in_subprocess(members[0], env=env)
+                    if in_subprocess else run_case(members[0])
+                ]
+            elif in_subprocess:
+                measured = measure_alternating_in_subprocess(members, env=env)
+            else:
+                measured = run_cases_alternating(members)
+            for i, result in zip(group, measured):
+                _pool(results[i], result)
+                log(f'    {cases[i].name}: median {result.median:.3f} s, '
+                    f'peak {_memory_column(result)} MiB' +
+                    (f', error: {result.error}' if result.error else ''))
+            done = max(done, max(group) + 1)
             if out_file:
                 with open(out_file, 'w') as f:
-                    f.write(format_table(results[:i + 1] if round_index == 0
+                    f.write(format_table(results[:done] if round_index == 0
                                          else results))
     if plot_file:
         plot_results(results, plot_file)
@@ -839,6 +1006,12 @@ def _pool(total: Result, measured: Result) -> None:
 
 
 if __name__ == '__main__':
-    # The worker side of measure_in_subprocess.
-    result = run_case(_case_from_json(sys.argv[1]))
-    print(json.dumps({name: getattr(result, name) for name in RESULT_FIELDS}))
+    # The worker side of measure_in_subprocess (one case) and of
+    # measure_alternating_in_subprocess (a list of cases).
+    request = json.loads(sys.argv[1])
+    if isinstance(request, list):
+        results = run_cases_alternating(
+            [_case_from_dict(item) for item in request])
+        print(json.dumps([_result_fields(result) for result in results]))
+    else:
+        print(json.dumps(_result_fields(run_case(_case_from_dict(request)))))

@@ -376,3 +376,119 @@ def test_arch_arguments_of_the_analysis_tools():
     assert benchmark.parse_arch_or_test('s') == 's'
     with pytest.raises(ConfigValueError):
         benchmark.parse_arch_or_test('huge')
+
+
+def test_alternating_runs_take_turns_in_one_process(monkeypatch):
+    """One timed run of each case in turn, after every case's warm-up;
+    each run under its own case's attention switch; CPU peak memory not
+    split between the cases (n/a)."""
+    order = []
+    run_once = benchmark._PreparedCase.run_once
+
+    def recording_run_once(self):
+        order.append((self.case.impl, sca._enabled))
+        return run_once(self)
+
+    monkeypatch.setattr(benchmark._PreparedCase, 'run_once',
+                        recording_run_once)
+    cases = [
+        Case(arch=TEST_ARCH, size=(32, 48), mode='cluster_size', impl=impl,
+             warmup=1, repeats=2, threads=1, limit_size=64)
+        for impl in ('fast', 'sdpa')
+    ]
+    results = benchmark.run_cases_alternating(cases)
+    assert order == [('fast', True), ('sdpa', False)] * 3
+    for result in results:
+        assert len(result.times) == 2 and result.first_call_s > 0
+        assert result.gmacs > 0 and result.limit_gmacs_per_s > 0
+        assert result.peak_mem_mib != result.peak_mem_mib  # NaN
+    assert '| n/a |' in format_table(results)
+
+
+def test_alternating_runs_report_a_cuda_peak_per_case(monkeypatch):
+    """On CUDA (simulated) each timed run's peak over what was allocated
+    before it is the case's peak memory."""
+    allocated = iter(range(10**6))
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda device: None)
+    monkeypatch.setattr(torch.cuda, 'reset_peak_memory_stats',
+                        lambda device: None)
+    monkeypatch.setattr(torch.cuda, 'memory_allocated',
+                        lambda device: next(allocated) * 2**20)
+    peaks = iter([3, 9, 5, 4])  # MiB over the base, run by run
+
+    def max_memory_allocated(device):
+        return (next(allocated) + next(peaks)) * 2**20
+
+    monkeypatch.setattr(torch.cuda, 'max_memory_allocated',
+                        max_memory_allocated)
+    monkeypatch.setattr(benchmark, '_is_cuda', lambda device: True)
+    monkeypatch.setattr(torch.nn.Module, 'to', lambda module, device: module)
+    monkeypatch.setattr(benchmark.torch, 'rand',
+                        functools.partial(_rand_on_cpu, torch.rand))
+    cases = [
+        Case(arch=TEST_ARCH, size=(32, 32), warmup=0, repeats=2, threads=1,
+             count_macs=False, device='cuda', model=model)
+        for model in ('secvit', 'swin-t')
+    ]
+    secvit, swin = benchmark.run_cases_alternating(cases)
+    # Runs: secvit 3 (+1 allocation between reading the base and the
+    # peak), swin 9, secvit 5, swin 4.
+    assert secvit.peak_mem_mib == 6 and swin.peak_mem_mib == 10
+
+
+def test_alternating_runs_need_one_device_and_pytorch(monkeypatch):
+    with pytest.raises(ConfigValueError, match='one device and thread'):
+        benchmark.run_cases_alternating([Case(threads=1), Case(threads=2)])
+    with pytest.raises(ConfigValueError, match='PyTorch cases only'):
+        benchmark.run_cases_alternating([Case(runtime='onnxruntime')])
+
+
+def test_alternate_groups_the_cases_by_task_and_size(monkeypatch):
+    calls = []
+
+    def fake_alternating(cases, env=None):
+        calls.append([(c.model, c.size, c.task) for c in cases])
+        return [Result(c, times=[1.0 + i]) for i, c in enumerate(cases)]
+
+    monkeypatch.setattr(benchmark, 'measure_alternating_in_subprocess',
+                        fake_alternating)
+    cases = build_cases(['small'], [(224, 224), (512, 512)],
+                        modes=['cluster_size'], impls=['fast'],
+                        train_sizes=[(64, 64)], train_with_cp=[False])
+    results = benchmark.run_benchmark(cases, rounds=2, alternate=True,
+                                      log=lambda *args: None)
+    assert calls == [[('swin-t', (224, 224), 'infer'),
+                      ('secvit', (224, 224), 'infer')],
+                     [('swin-t', (512, 512), 'infer'),
+                      ('secvit', (512, 512), 'infer')],
+                     [('swin-t', (64, 64), 'train'),
+                      ('secvit', (64, 64), 'train')]] * 2
+    assert [r.times for r in results] == [[1.0, 1.0], [2.0, 2.0]] * 3
+    assert benchmark.alternation_groups(
+        [Case(runtime='onnxruntime'), Case(runtime='onnxruntime')]) == [
+            [0], [1]]
+
+
+def test_alternating_worker_takes_a_list_of_cases(monkeypatch):
+    seen = {}
+
+    def fake_run(cmd, env=None, **kwargs):
+        seen['request'] = cmd[-1]
+        return subprocess.CompletedProcess(
+            cmd, 0, stdout='[{"times": [1.0], "peak_mem_mib": NaN}, '
+            '{"times": [2.0], "peak_mem_mib": NaN}]\n', stderr='')
+
+    monkeypatch.setattr(benchmark.subprocess, 'run', fake_run)
+    first, second = benchmark.measure_alternating_in_subprocess(
+        [Case(model='swin-t'), Case()])
+    assert seen['request'].startswith('[')
+    assert first.times == [1.0] and second.times == [2.0]
+    assert first.case.model == 'swin-t'
+
+    def failing_run(cmd, env=None, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, stdout='',
+                                           stderr='RuntimeError: boom\n')
+
+    monkeypatch.setattr(benchmark.subprocess, 'run', failing_run)
+    results = benchmark.measure_alternating_in_subprocess([Case(), Case()])
+    assert [r.error for r in results] == ['RuntimeError: boom'] * 2

@@ -52,3 +52,23 @@ def test_onnxruntime_rows_follow_the_eager_rows(tmp_path, monkeypatch):
     assert rows[0].split('|')[4].strip() == 'secvit-c cluster_size fast'
     assert 'cluster_size fast onnxruntime' in rows[1]
     assert 'failed' not in out.read_text()
+
+
+def test_alternate_measures_the_rows_of_a_size_in_one_process(
+        tmp_path, monkeypatch):
+    """--alternate: one measuring process per task and size, the rows
+    taking turns; the CPU memory column reads n/a."""
+    out = tmp_path / 'table.md'
+    monkeypatch.setattr(sys, 'argv', [
+        TOOL, '--archs', json.dumps(TEST_ARCH), '--sizes', '40x56',
+        '--modes', 'cluster_size', '--impls', 'fast', 'sdpa', '--no-swin',
+        '--alternate', '--warmup', '0', '--repeats', '2', '--no-macs',
+        '--out', str(out), '--plot', ''
+    ])
+    runpy.run_path(TOOL, run_name='__main__')
+    rows = [line for line in out.read_text().splitlines()
+            if line.startswith('| infer')]
+    assert len(rows) == 2
+    assert 'cluster_size fast' in rows[0] and 'cluster_size sdpa' in rows[1]
+    assert all(row.split('|')[12].strip() == 'n/a' for row in rows)
+    assert 'failed' not in out.read_text()

@@ -3,13 +3,20 @@
 written SEC attention and mmdet's Swin-T, side by side in one run.
 
 Every case runs in a fresh process (see :mod:`mmsecvit.analysis.benchmark` for
-how memory is measured). Writes a markdown table and a bar chart.
+how memory is measured); with ``--alternate`` the cases of one task and
+input size share a process and take turns, one timed run each. Writes a
+markdown table and a bar chart.
 
 Examples:
     # The figures of docs/benchmark.md (CPU, 2 threads; long):
     python tools/analysis_tools/benchmark.py --archs s \
         --sizes 224x224 512x512 800x1333 --train-sizes 800x1333 \
         --out docs/benchmark_results.md --plot docs/benchmark.png
+    # SecViT-S with and without the short-cluster kernel next to Swin-T,
+    # alternating in one process per size (steadier ratios):
+    python tools/analysis_tools/benchmark.py --archs s --impls fast sdpa \
+        --modes cluster_size --sizes 224x224 512x512 --alternate \
+        --rounds 3 --repeats 5 --out /tmp/ab.md --plot ''
     # The backbone in ONNX Runtime next to PyTorch eager (docs/deployment.md):
     python tools/analysis_tools/benchmark.py --archs s --impls fast \
         --runtime onnxruntime --sizes 224x224 512x512 800x1333 \
@@ -25,13 +32,12 @@ Examples:
 import argparse
 
 from mmsecvit.analysis.benchmark import (AMP_DTYPES, DEFAULT_IMPLS, IMPLS,
-                                         KEEP_HEAP_ENV,
-                                         MODES, RUNTIMES, build_cases,
-                                         parse_size, run_benchmark)
+                                         KEEP_HEAP_ENV, MODES, RUNTIMES,
+                                         build_cases, parse_size,
+                                         run_benchmark)
 from mmsecvit.engine.cli import (add_debug_argument, argument_type,
                                  parse_device, run_tool)
 from mmsecvit.models import parse_arch
-
 
 #: --train-with-cp names and the ``with_cp`` values they stand for.
 WITH_CP_CHOICES = {'none': False, 'selective': 'selective', 'full': True}
@@ -106,6 +112,11 @@ def parse_args(argv=None):
         help='measure every case once per round and pool the timed runs '
         '(interleaves the cases in time, so drift of the machine affects '
         'all rows alike)')
+    parser.add_argument(
+        '--alternate', action='store_true',
+        help='measure the cases of each task and input size in one '
+        'process, one timed run of each in turn (steadier ratios between '
+        'rows; CPU peak memory is then not measured)')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument(
@@ -149,7 +160,12 @@ def main(argv=None):
         print('measuring processes run with ' +
               ' '.join(f'{k}={v}' for k, v in env.items()))
     run_benchmark(
-        cases, args.out, args.plot or None, env=env, rounds=args.rounds)
+        cases,
+        args.out,
+        args.plot or None,
+        env=env,
+        rounds=args.rounds,
+        alternate=args.alternate)
     print(f'Table written to {args.out}')
 
 

@@ -337,9 +337,10 @@ class SecViT(BaseModule):
             block, trading compute for memory. ``False``: none. ``True`` or
             ``'full'``: keep only each block's input and recompute the whole
             block in the backward pass (least memory). ``'selective'``: keep
-            the outputs of the attention kernel and of the qkv, output
-            projection and first FFN convolutions, recompute the cheap rest
-            (norms, depth-wise convolutions, GELU, RoPE, clustering): much
+            the outputs of the attention kernel, of the qkv and first FFN
+            convolutions and of the ranking's sort, recompute the cheap
+            rest (norms, depth-wise convolutions, GELU, RoPE, clustering,
+            the output projection): much
             less memory than no checkpointing for a small share of the time
             of full recomputation (docs/benchmark.md). Results and gradients
             are the same in every mode. Defaults to False.
