@@ -499,7 +499,9 @@ def run_cases_alternating(cases: Sequence[Case]) -> List[Result]:
     turn.
 
     Every case is built and warmed up first; then the timed runs go round
-    the cases (run 1 of each, run 2 of each, ...). Differences between
+    the cases (run 1 of each, run 2 of each, ..., every other pass in
+    reverse order, so that no case always runs after the same other
+    one). Differences between
     processes (where the allocator places the maps, which pages are
     faulted in) and the machine's drift then affect every case alike, so a
     ratio between two cases is steadier than across processes; what one
@@ -536,7 +538,9 @@ def run_cases_alternating(cases: Sequence[Case]) -> List[Result]:
             p.warm_up()
     cuda = _is_cuda(prepared[0].device)
     for run in range(max(case.repeats for case in cases)):
-        for p in prepared:
+        # Every other pass in reverse, so that no case always follows the
+        # same one (and inherits the caches and heap it leaves).
+        for p in prepared if run % 2 == 0 else prepared[::-1]:
             if run >= p.case.repeats:
                 continue
             if cuda:

@@ -397,7 +397,9 @@ def test_alternating_runs_take_turns_in_one_process(monkeypatch):
         for impl in ('fast', 'sdpa')
     ]
     results = benchmark.run_cases_alternating(cases)
-    assert order == [('fast', True), ('sdpa', False)] * 3
+    # Warm-ups, then the timed passes, every other one in reverse.
+    assert order == [('fast', True), ('sdpa', False)] * 2 + [
+        ('sdpa', False), ('fast', True)]
     for result in results:
         assert len(result.times) == 2 and result.first_call_s > 0
         assert result.gmacs > 0 and result.limit_gmacs_per_s > 0
@@ -432,8 +434,8 @@ def test_alternating_runs_report_a_cuda_peak_per_case(monkeypatch):
     ]
     secvit, swin = benchmark.run_cases_alternating(cases)
     # Runs: secvit 3 (+1 allocation between reading the base and the
-    # peak), swin 9, secvit 5, swin 4.
-    assert secvit.peak_mem_mib == 6 and swin.peak_mem_mib == 10
+    # peak), swin 9, then in reverse swin 5, secvit 4.
+    assert secvit.peak_mem_mib == 5 and swin.peak_mem_mib == 10
 
 
 def test_alternating_runs_need_one_device_and_pytorch(monkeypatch):
@@ -441,6 +443,24 @@ def test_alternating_runs_need_one_device_and_pytorch(monkeypatch):
         benchmark.run_cases_alternating([Case(threads=1), Case(threads=2)])
     with pytest.raises(ConfigValueError, match='PyTorch cases only'):
         benchmark.run_cases_alternating([Case(runtime='onnxruntime')])
+
+
+def test_alternating_passes_vary_the_order(monkeypatch):
+    """No case always runs right after the same other one: every other
+    pass goes the other way."""
+    order = []
+
+    def fake_prepare(case):
+        return benchmark._PreparedCase(
+            case, Result(case), torch.nn.Linear(1, 1), torch.device('cpu'),
+            lambda: order.append(case.model))
+
+    monkeypatch.setattr(benchmark, '_prepare_case', fake_prepare)
+    cases = [Case(model=name, warmup=0, repeats=8, count_macs=False)
+             for name in ('a', 'b', 'c')]
+    results = benchmark.run_cases_alternating(cases)
+    assert ''.join(order) == 'abccba' * 4
+    assert [len(r.times) for r in results] == [8, 8, 8]
 
 
 def test_alternate_groups_the_cases_by_task_and_size(monkeypatch):

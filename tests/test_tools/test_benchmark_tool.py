@@ -36,39 +36,36 @@ def test_tool_writes_a_table_comparing_fast_and_reference(
     assert plot.stat().st_size > 0
 
 
-def test_onnxruntime_rows_follow_the_eager_rows(tmp_path, monkeypatch):
-    pytest.importorskip('onnxruntime')
+def _infer_rows(tmp_path, monkeypatch, *options):
+    """Run the tool on the test arch at 40x56 in cluster-size mode without
+    Swin-T, with ``options``; return the inference rows of its table."""
     out = tmp_path / 'table.md'
     monkeypatch.setattr(sys, 'argv', [
         TOOL, '--archs', json.dumps(TEST_ARCH), '--sizes', '40x56',
-        '--modes', 'cluster_size', '--impls', 'fast', '--no-swin',
-        '--runtime', 'onnxruntime', '--warmup', '0', '--repeats', '1',
-        '--out', str(out), '--plot', ''
+        '--modes', 'cluster_size', '--no-swin', '--warmup', '0',
+        '--out', str(out), '--plot', '', *options
     ])
     runpy.run_path(TOOL, run_name='__main__')
-    rows = [line for line in out.read_text().splitlines()
+    assert 'failed' not in out.read_text()
+    return [line for line in out.read_text().splitlines()
             if line.startswith('| infer')]
+
+
+def test_onnxruntime_rows_follow_the_eager_rows(tmp_path, monkeypatch):
+    pytest.importorskip('onnxruntime')
+    rows = _infer_rows(tmp_path, monkeypatch, '--impls', 'fast',
+                       '--runtime', 'onnxruntime', '--repeats', '1')
     assert len(rows) == 2
     assert rows[0].split('|')[4].strip() == 'secvit-c cluster_size fast'
     assert 'cluster_size fast onnxruntime' in rows[1]
-    assert 'failed' not in out.read_text()
 
 
 def test_alternate_measures_the_rows_of_a_size_in_one_process(
         tmp_path, monkeypatch):
     """--alternate: one measuring process per task and size, the rows
     taking turns; the CPU memory column reads n/a."""
-    out = tmp_path / 'table.md'
-    monkeypatch.setattr(sys, 'argv', [
-        TOOL, '--archs', json.dumps(TEST_ARCH), '--sizes', '40x56',
-        '--modes', 'cluster_size', '--impls', 'fast', 'sdpa', '--no-swin',
-        '--alternate', '--warmup', '0', '--repeats', '2', '--no-macs',
-        '--out', str(out), '--plot', ''
-    ])
-    runpy.run_path(TOOL, run_name='__main__')
-    rows = [line for line in out.read_text().splitlines()
-            if line.startswith('| infer')]
+    rows = _infer_rows(tmp_path, monkeypatch, '--impls', 'fast', 'sdpa',
+                       '--alternate', '--repeats', '2', '--no-macs')
     assert len(rows) == 2
     assert 'cluster_size fast' in rows[0] and 'cluster_size sdpa' in rows[1]
     assert all(row.split('|')[12].strip() == 'n/a' for row in rows)
-    assert 'failed' not in out.read_text()
