@@ -1,6 +1,6 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-from .version import __version__, version_info
 from .utils.version_check import check_versions
+from .version import __version__, version_info
 
 # Before anything below registers with mmcv/mmdet/mmseg: an unsupported
 # version then fails here with a message that says how to fix it.

@@ -36,8 +36,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from mmsecvit.analysis.benchmark import synchronize
-from mmsecvit.models.layers.short_cluster_attention import \
-    short_cluster_kernel
+from mmsecvit.models.layers.short_cluster_attention import short_cluster_kernel
 from mmsecvit.utils.errors import ConfigValueError
 
 #: Score values (B * heads * L_q * L_k) one product of ``'explicit'`` may

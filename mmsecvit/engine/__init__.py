@@ -7,8 +7,7 @@ from .optim_wrappers import BF16AutocastOptimWrapper
 from .optimizers import LayerDecayOptimWrapperConstructor
 from .preflight import (DatasetNotFoundError, PretrainedNotFoundError,
                         check_dataset_paths, check_pretrained_paths)
-from .runtime import (abort_distributed, prepare_runtime,
-                      shutdown_distributed)
+from .runtime import abort_distributed, prepare_runtime, shutdown_distributed
 
 __all__ = [
     'BF16AutocastOptimWrapper', 'ClusterVisHook', 'DatasetNotFoundError',

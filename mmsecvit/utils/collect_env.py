@@ -58,8 +58,8 @@ def _mmcv_ops_info() -> 'OrderedDict[str, str]':
     """
     info = OrderedDict()
     try:
-        from mmcv.ops import get_compiler_version, get_compiling_cuda_version
         from mmcv.ops import nms  # noqa: F401  (the op the detectors need)
+        from mmcv.ops import get_compiler_version, get_compiling_cuda_version
     except (ImportError, OSError) as e:
         # OSError: the extension exists but was built for another torch.
         info['MMCV ops compiled'] = f'no ({type(e).__name__}: {e})'

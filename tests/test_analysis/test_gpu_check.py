@@ -11,8 +11,7 @@ import torch.distributed as dist
 
 from mmsecvit.analysis import gpu_check
 from mmsecvit.analysis.gpu_check import (CheckContext, CheckFailed,
-                                         render_report, run_check,
-                                         run_checks)
+                                         render_report, run_check, run_checks)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 

@@ -21,8 +21,7 @@ import argparse
 
 import torch
 
-from mmsecvit.analysis.benchmark import (MODES, parse_arch_or_test,
-                                         parse_size)
+from mmsecvit.analysis.benchmark import MODES, parse_arch_or_test, parse_size
 from mmsecvit.analysis.compile_check import (backbone_blocks,
                                              check_dynamic_compile)
 from mmsecvit.engine.cli import add_debug_argument, run_tool

@@ -1,11 +1,10 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 from .conv_fusion import (conv_norm, conv_plus_identity, fold_conv_norm,
                           residual_conv_, scaled_conv_params)
-from .norm import BATCH_NORMS, LayerNorm2d, batch_norm
-from .cpu_fusion import (add_scaled_, conv2d_add_, conv2d_gelu,
-                         fusion_applies, gelu_, has_forward_hooks,
-                         onednn_fusion)
+from .cpu_fusion import (add_scaled_, conv2d_add_, conv2d_gelu, fusion_applies,
+                         gelu_, has_forward_hooks, onednn_fusion)
 from .depthwise_conv import depthwise_conv2d
+from .norm import BATCH_NORMS, LayerNorm2d, batch_norm
 from .param_cache import cached_derivation, clear_derived_params
 from .rope import RoPE2d, apply_rope
 from .sec_attention import (SECAttention, clustered_attention,

@@ -26,8 +26,7 @@ no BatchNorm, whose running statistics a second forward would update again.
 import torch
 
 from mmsecvit.utils.errors import UnsupportedEnvironmentError
-from .short_cluster_attention import \
-    ATTENTION_OP as SHORT_CLUSTER_ATTENTION_OP
+from .short_cluster_attention import ATTENTION_OP as SHORT_CLUSTER_ATTENTION_OP
 
 try:  # torch >= 2.4
     from torch.utils.checkpoint import (CheckpointPolicy,

@@ -12,10 +12,10 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .norm import BATCH_NORMS, batch_norm
-from .cpu_fusion import (add_scaled_, conv2d, conv2d_add_, conv2d_gelu,
-                         gelu_, has_forward_hooks)
+from .cpu_fusion import (add_scaled_, conv2d, conv2d_add_, conv2d_gelu, gelu_,
+                         has_forward_hooks)
 from .depthwise_conv import is_size_preserving_depthwise
+from .norm import BATCH_NORMS, batch_norm
 from .param_cache import cached_derivation
 
 

@@ -33,11 +33,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmsecvit.utils.errors import ConfigValueError
+from .capture import capturing_graph
 from .compile_workarounds import own_memory_when_compiling
 from .conv_fusion import residual_conv_
-from .capture import capturing_graph
-from .cpu_fusion import (conv2d, conv2d_add_, fusion_applies,
-                         has_forward_hooks)
+from .cpu_fusion import conv2d, conv2d_add_, fusion_applies, has_forward_hooks
 from .depthwise_conv import depthwise_conv2d
 from .param_cache import cached_derivation
 from .rope import apply_rope

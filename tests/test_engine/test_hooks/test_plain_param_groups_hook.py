@@ -10,8 +10,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.optim import OptimWrapperDict, build_optim_wrapper
 
 from mmsecvit.engine import PlainParamGroupsHook
-from mmsecvit.engine.tool_config import (compile_enabled,
-                                         enable_compile_support)
+from mmsecvit.engine.tool_config import compile_enabled, enable_compile_support
 
 OPTIM_WRAPPER = dict(
     type='OptimWrapper',

@@ -12,8 +12,7 @@ from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
 from mmsecvit.engine import PreemptionHook, ResumableCheckpointHook
 from mmsecvit.engine.hooks.preemption_hook import slurm_job_id
-from mmsecvit.engine.tool_config import (enable_preemption,
-                                         resume_after_requeue)
+from mmsecvit.engine.tool_config import enable_preemption, resume_after_requeue
 
 
 def test_signals_are_given_by_name():

@@ -21,7 +21,7 @@ from mmsecvit.testing import randomize_weights
 
 DATA = Path(__file__).resolve().parents[2] / 'data'
 sys.path.insert(0, str(DATA))
-from make_secvit_reference_fixtures import (  # noqa: E402
+from make_secvit_reference_fixtures import (  # noqa: E402 isort: skip
     gradient_loss, gradient_sample_indices, make_input)
 
 FIXTURES = torch.load(DATA / 'secvit_reference.pth', weights_only=True)

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from mmsecvit.models.layers.compile_workarounds import \
     own_memory_when_compiling
 
-
 pytestmark = pytest.mark.usefixtures('fresh_dynamo')
 
 

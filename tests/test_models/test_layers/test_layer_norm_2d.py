@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from mmsecvit.models.layers.norm import LayerNorm2d, layer_norm_over_channels
 
-
 pytestmark = pytest.mark.usefixtures('fresh_dynamo')
 
 

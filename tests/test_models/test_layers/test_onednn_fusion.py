@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import mmsecvit.models.layers.cpu_fusion as fusion_module
 from mmsecvit.models import SecViT
 from mmsecvit.models.backbones.secvit import ConvStem, SecViTBlock
 from mmsecvit.models.layers import (conv2d_add_, conv2d_gelu, fusion_applies,
                                     onednn_fusion)
-from mmsecvit.models.layers import cpu_fusion as fusion_module
 from mmsecvit.models.layers.rope import RoPE2d
 from mmsecvit.models.layers.sec_attention import rope_qk, rope_qk_
 from mmsecvit.testing import TEST_ARCH, randomize_weights

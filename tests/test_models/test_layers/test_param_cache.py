@@ -12,8 +12,7 @@ import torch.nn as nn
 
 from mmsecvit.models import SecViT
 from mmsecvit.models.layers import (cached_derivation, clear_derived_params,
-                                    conv_norm)
-from mmsecvit.models.layers import param_cache
+                                    conv_norm, param_cache)
 from mmsecvit.testing import TEST_ARCH
 
 
