@@ -35,9 +35,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (Callable, Dict, Iterator, List, Optional, Sequence, Tuple,
+                    Union)
 
 import torch
 
@@ -510,7 +511,9 @@ def run_cases_alternating(cases: Sequence[Case]) -> List[Result]:
 
     Peak memory is measured per run on CUDA (the peak of the run over what
     was allocated before it); on the CPU the process's resident peak
-    cannot be split between the cases, so it is left out (NaN).
+    cannot be split between the cases, so it is left out (NaN). A case
+    that raises (e.g. runs out of memory) gets the error in its result and
+    leaves the turns; the others go on.
 
     Args:
         cases: PyTorch cases sharing device and threads.
@@ -531,36 +534,73 @@ def run_cases_alternating(cases: Sequence[Case]) -> List[Result]:
                 'Alternating runs need one device and thread count for '
                 f'all cases; got {cases[0].device}/{cases[0].threads} and '
                 f'{case.device}/{case.threads}.')
-    prepared = [_prepare_case(case) for case in cases]
+    results = [Result(case) for case in cases]
+    # The cases still running, by index; a case that fails leaves it with
+    # the error in its result, and the others go on (as one failing
+    # measuring process would not stop the next).
+    live: Dict[int, _PreparedCase] = {}
+    for index, case in enumerate(cases):
+        with _failure_recorded(results[index]):
+            live[index] = _prepare_case(case)
+            results[index] = live[index].result
     torch.set_num_threads(cases[0].threads)
-    for p in prepared:
-        with p.context():
-            p.warm_up()
-    cuda = _is_cuda(prepared[0].device)
-    for run in range(max(case.repeats for case in cases)):
+    cuda = _is_cuda(cases[0].device)
+
+    def run(index: int, action: Callable[[_PreparedCase], None]) -> None:
+        p = live[index]
+        with _failure_recorded(p.result), p.context():
+            action(p)
+        if p.result.error:
+            del live[index]
+            if cuda:
+                torch.cuda.empty_cache()
+
+    for index in list(live):
+        run(index, _PreparedCase.warm_up)
+    for run_index in range(max(case.repeats for case in cases)):
         # Every other pass in reverse, so that no case always follows the
         # same one (and inherits the caches and heap it leaves).
-        for p in prepared if run % 2 == 0 else prepared[::-1]:
-            if run >= p.case.repeats:
-                continue
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(p.device)
-                base = torch.cuda.memory_allocated(p.device)
-            with p.context():
-                p.result.times.append(p.run_once())
-            if cuda:
-                peak = (torch.cuda.max_memory_allocated(p.device) -
-                        base) / 2**20
-                if not peak <= p.result.peak_mem_mib:  # NaN at first
-                    p.result.peak_mem_mib = peak
+        order = sorted(live, reverse=run_index % 2 == 1)
+        for index in order:
+            if index in live and run_index < cases[index].repeats:
+                run(index, _timed_run)
     needs_limit = [
-        p for p in prepared
+        p for p in live.values()
         if p.case.count_macs and p.case.task != 'det-train'
     ]
-    limit = (matmul_rate(prepared[0].device,
+    limit = (matmul_rate(cases[0].device,
                          max(p.case.limit_size for p in needs_limit))
              if needs_limit else None)
-    return [_finish_case(p, limit) for p in prepared]
+    for index, p in live.items():
+        with _failure_recorded(p.result):
+            _finish_case(p, limit)
+    return results
+
+
+def _timed_run(p: _PreparedCase) -> None:
+    """One timed run of an alternating case, with its CUDA peak."""
+    cuda = _is_cuda(p.device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(p.device)
+        base = torch.cuda.memory_allocated(p.device)
+    p.result.times.append(p.run_once())
+    if cuda:
+        peak = (torch.cuda.max_memory_allocated(p.device) - base) / 2**20
+        if not peak <= p.result.peak_mem_mib:  # NaN at first
+            p.result.peak_mem_mib = peak
+
+
+@contextmanager
+def _failure_recorded(result: Result) -> Iterator[None]:
+    """Record an exception raised within as ``result.error`` (its type and
+    first line, as a failed measuring process reports its last line)
+    instead of raising it."""
+    try:
+        yield
+    except Exception as error:  # one case must not end the others
+        message = str(error).strip().splitlines()
+        result.error = type(error).__name__ + (f': {message[0]}'
+                                               if message else '')
 
 
 def run_onnxruntime_case(case: Case) -> Result:

@@ -512,3 +512,36 @@ def test_alternating_worker_takes_a_list_of_cases(monkeypatch):
     monkeypatch.setattr(benchmark.subprocess, 'run', failing_run)
     results = benchmark.measure_alternating_in_subprocess([Case(), Case()])
     assert [r.error for r in results] == ['RuntimeError: boom'] * 2
+
+
+def test_a_failing_alternating_case_leaves_the_turns(monkeypatch):
+    """A case that raises (while built, or in a timed run: e.g. out of
+    memory) reports the error and leaves the turns; the others go on."""
+    order = []
+
+    def fake_prepare(case):
+        if case.model == 'broken':
+            raise ValueError("Unknown model 'broken'\nmore lines")
+        calls = []
+
+        def step():
+            calls.append(None)
+            if case.model == 'oom' and len(calls) == 2:
+                raise RuntimeError('CUDA out of memory. Tried to allocate')
+            order.append(case.model)
+
+        return benchmark._PreparedCase(case, Result(case),
+                                       torch.nn.Linear(1, 1),
+                                       torch.device('cpu'), step)
+
+    monkeypatch.setattr(benchmark, '_prepare_case', fake_prepare)
+    cases = [Case(model=name, warmup=1, repeats=3, count_macs=False)
+             for name in ('a', 'oom', 'broken', 'b')]
+    a, oom, broken, b = benchmark.run_cases_alternating(cases)
+    assert broken.error == "ValueError: Unknown model 'broken'"
+    assert oom.error == 'RuntimeError: CUDA out of memory. Tried to allocate'
+    assert oom.times == []  # its warm-up passed, its first timed run failed
+    assert len(a.times) == len(b.times) == 3 and not a.error
+    assert ''.join(order) == 'aoomb' + 'ab' + 'ba' + 'ab'
+    table = format_table([a, oom, broken, b])
+    assert 'failed: RuntimeError: CUDA out of memory' in table
