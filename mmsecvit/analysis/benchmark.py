@@ -1,5 +1,6 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-"""Latency and peak memory of backbones, each case in a fresh process.
+"""Latency and peak memory of backbones, each case in a fresh process or
+several taking turns in one.
 
 A *case* is one backbone (a SecViT arch in one cluster mode with the fast or
 the reference attention, or mmdet's Swin-T) at one input size, measured
@@ -10,6 +11,9 @@ training iterations (loss, backward, optimizer step) with either backbone.
 :func:`run_case` measures a case in the current process;
 :func:`measure_in_subprocess` runs it in a fresh Python so that the peak
 resident memory of one case does not leak into the next.
+:func:`run_cases_alternating` (in a fresh Python:
+:func:`measure_alternating_in_subprocess`) measures several cases in one
+process, one timed run of each in turn, for steadier ratios between them.
 
 Next to each latency the case reports its arithmetic rate: the multiply-adds
 of the work (our FLOP counter, :mod:`mmsecvit.analysis.flops`; a training
