@@ -720,7 +720,7 @@ def _measure_in_subprocess(cases: Sequence[Case], alternating: bool,
 
 # What the measuring process sends back.
 RESULT_FIELDS = ('times', 'peak_mem_mib', 'max_abs_diff', 'gmacs',
-                 'limit_gmacs_per_s', 'first_call_s')
+                 'limit_gmacs_per_s', 'first_call_s', 'error')
 
 
 def _case_from_dict(data: dict) -> Case:

@@ -1,6 +1,7 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 """The benchmark measures, compares and reports (no timing asserts)."""
 import functools
+import json
 import subprocess
 
 import pytest
@@ -512,6 +513,29 @@ def test_alternating_worker_takes_a_list_of_cases(monkeypatch):
     monkeypatch.setattr(benchmark.subprocess, 'run', failing_run)
     results = benchmark.measure_alternating_in_subprocess([Case(), Case()])
     assert [r.error for r in results] == ['RuntimeError: boom'] * 2
+
+
+def test_a_case_failing_in_the_alternating_worker_keeps_its_error(
+        monkeypatch):
+    """The worker process survives one case's failure; what it sends
+    back carries that case's error to the table."""
+    sent = [
+        benchmark._result_fields(Result(Case(), times=[1.0])),
+        benchmark._result_fields(
+            Result(Case(), error='RuntimeError: out of memory')),
+    ]
+
+    def fake_run(cmd, env=None, **kwargs):
+        return subprocess.CompletedProcess(
+            cmd, 0, stdout=json.dumps(sent) + '\n', stderr='')
+
+    monkeypatch.setattr(benchmark.subprocess, 'run', fake_run)
+    ok, failed = benchmark.measure_alternating_in_subprocess(
+        [Case(model='swin-t'), Case()])
+    assert ok.error is None and ok.times == [1.0]
+    assert failed.error == 'RuntimeError: out of memory'
+    assert 'failed: RuntimeError: out of memory' in format_table(
+        [ok, failed])
 
 
 def test_a_failing_alternating_case_leaves_the_turns(monkeypatch):
