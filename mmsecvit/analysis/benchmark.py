@@ -146,6 +146,13 @@ class Case:
                                    f'one of {tuple(AMP_DTYPES)}.')
 
     @property
+    def measures_rate(self) -> bool:
+        """Whether the case counts its multiply-adds and times the fp32
+        limit: backbone cases with ``count_macs`` (a detector's FLOPs
+        depend on its proposals)."""
+        return self.count_macs and self.task != 'det-train'
+
+    @property
     def name(self) -> str:
         if self.model != 'secvit':
             name = self.model
@@ -466,7 +473,7 @@ def _finish_case(prepared: _PreparedCase, limit: Optional[float]) -> Result:
     if (case.model == 'secvit' and case.impl == 'reference'
             and case.check_diff and not prepared.train):
         result.max_abs_diff = _attention_diff(prepared.model, prepared.x)
-    if case.count_macs and case.task != 'det-train':
+    if case.measures_rate:
         result.gmacs = case_gmacs(prepared.model, case)
         result.limit_gmacs_per_s = limit
     return result
@@ -495,7 +502,7 @@ def run_case(case: Case) -> Result:
     # Counted after the timed runs and the memory: the FLOP counter's trace
     # would otherwise set the process's peak resident memory first.
     limit = (matmul_rate(device, case.limit_size)
-             if case.count_macs and case.task != 'det-train' else None)
+             if case.measures_rate else None)
     return _finish_case(prepared, limit)
 
 
@@ -568,10 +575,7 @@ def run_cases_alternating(cases: Sequence[Case]) -> List[Result]:
         for index in order:
             if index in live and run_index < cases[index].repeats:
                 run(index, _timed_run)
-    needs_limit = [
-        p for p in live.values()
-        if p.case.count_macs and p.case.task != 'det-train'
-    ]
+    needs_limit = [p for p in live.values() if p.case.measures_rate]
     limit = (matmul_rate(cases[0].device,
                          max(p.case.limit_size for p in needs_limit))
              if needs_limit else None)

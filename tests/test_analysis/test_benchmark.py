@@ -439,7 +439,7 @@ def test_alternating_runs_report_a_cuda_peak_per_case(monkeypatch):
     assert secvit.peak_mem_mib == 5 and swin.peak_mem_mib == 10
 
 
-def test_alternating_runs_need_one_device_and_pytorch(monkeypatch):
+def test_alternating_runs_need_one_device_and_pytorch():
     with pytest.raises(ConfigValueError, match='one device and thread'):
         benchmark.run_cases_alternating([Case(threads=1), Case(threads=2)])
     with pytest.raises(ConfigValueError, match='PyTorch cases only'):
