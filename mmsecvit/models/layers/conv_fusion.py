@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from .cpu_fusion import (add_scaled_, conv2d, conv2d_add_, conv2d_gelu, gelu_,
                          has_forward_hooks)
+from .dense_conv import conv2d_fast_weight_grad, dense_conv2d
 from .depthwise_conv import is_size_preserving_depthwise
 from .norm import BATCH_NORMS, batch_norm
 from .param_cache import cached_derivation
@@ -144,7 +145,9 @@ def conv_norm(conv: nn.Conv2d,
     :mod:`~mmsecvit.models.layers.cpu_fusion` applies. In training mode
     (batch statistics), or for other norm layers, the modules run as they
     are (mmcv's SyncBatchNorm on an NCHW copy, see
-    :func:`~mmsecvit.models.layers.norm.batch_norm`).
+    :func:`~mmsecvit.models.layers.norm.batch_norm`). Where a gradient
+    reaches the convolution's weight, it comes from
+    :mod:`~mmsecvit.models.layers.dense_conv` where that applies.
 
     Args:
         conv (nn.Conv2d): The convolution.
@@ -156,7 +159,7 @@ def conv_norm(conv: nn.Conv2d,
         Tensor: ``norm(conv(x))``, activated if ``gelu``.
     """
     if not foldable(norm):
-        out = batch_norm(norm, conv(x))
+        out = batch_norm(norm, dense_conv2d(conv, x))
         return gelu_(out) if gelu else out
 
     def fold():
@@ -176,6 +179,12 @@ def conv_norm(conv: nn.Conv2d,
         (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean,
          norm.running_var, norm.num_batches_tracked),
         extra=norm.eps)
+    if folded[0].requires_grad and torch.is_grad_enabled():
+        # Training with frozen statistics (e.g. ``norm_eval``): the
+        # folded kernel's gradient reaches the convolution's weight.
+        out = conv2d_fast_weight_grad(x, *folded, conv.stride, conv.padding,
+                                      conv.dilation, conv.groups)
+        return gelu_(out) if gelu else out
     if gelu:
         return conv2d_gelu(x, *folded, conv.stride, conv.padding,
                            conv.dilation, conv.groups, module=conv)
