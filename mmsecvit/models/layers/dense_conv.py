@@ -26,8 +26,7 @@ plain convolution's up to float32 summation order.
 :func:`dense_conv_weight_grad` switches the path off (e.g. on a machine
 where oneDNN's kernel is faster).
 """
-from contextlib import contextmanager
-from typing import Iterator, Optional, Tuple
+from typing import ContextManager, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -36,6 +35,7 @@ from torch.nn.modules.utils import _pair
 
 from .capture import capturing_graph
 from .cpu_fusion import has_forward_hooks
+from .switch import Switch
 
 #: Bytes of input patches copied and multiplied at a time (4 MiB was the
 #: fastest of 1, 4 and 16 MiB at every measured shape).
@@ -44,11 +44,10 @@ CHUNK_BYTES = 4 * 2**20
 #: faster with 16).
 MIN_CHANNELS = 32
 
-_enabled = True
+_switch = Switch()
 
 
-@contextmanager
-def dense_conv_weight_grad(enabled: bool) -> Iterator[None]:
+def dense_conv_weight_grad(enabled: bool) -> ContextManager[None]:
     """Allow (``True``, the default outside this context) or forbid the
     weight gradient by patch products within the context; forbidden,
     every convolution computes its gradients with oneDNN.
@@ -57,13 +56,7 @@ def dense_conv_weight_grad(enabled: bool) -> Iterator[None]:
         >>> with dense_conv_weight_grad(False):
         ...     model(images).sum().backward()
     """
-    global _enabled
-    previous = _enabled
-    _enabled = enabled
-    try:
-        yield
-    finally:
-        _enabled = previous
+    return _switch.set(enabled)
 
 
 def weight_grad_by_patches(x: torch.Tensor, grad: torch.Tensor,
@@ -155,8 +148,9 @@ def weight_grad_by_patches_applies(x: torch.Tensor, weight: torch.Tensor,
     :func:`dense_conv_weight_grad`."""
     # The capture check comes first: the oneDNN queries below are functions
     # TorchDynamo does not trace, and would break the graph.
-    return (_enabled and not capturing_graph() and torch.is_grad_enabled()
-            and weight.requires_grad and x.device.type == 'cpu'
+    return (_switch.enabled and not capturing_graph()
+            and torch.is_grad_enabled() and weight.requires_grad
+            and x.device.type == 'cpu'
             and x.dtype == torch.float32 and x.dim() == 4
             and x.is_contiguous(memory_format=torch.channels_last)
             and not x.is_contiguous() and groups == 1

@@ -29,12 +29,12 @@ as the fused kernel's backward does, and forms the gradients of q, k and v
 with batched products. It keeps the input rows and the output, no scores;
 selective activation checkpointing keeps its output as it keeps SDPA's.
 """
-from contextlib import contextmanager
-from typing import Iterator
+from typing import ContextManager
 
 import torch
 
 from .capture import capturing_graph
+from .switch import Switch
 
 #: Clusters longer than this take the fused kernel. Measured with 2
 #: threads (q, k and v of 4 heads, 4096 tokens, gather and scatter
@@ -47,11 +47,10 @@ MAX_CLUSTER_LENGTH = 192
 #: fastest of 0.5-4 MiB for SecViT-S's stages at 512x512 and 800x1333.
 CHUNK_BYTES = 2 << 20
 
-_enabled = True
+_switch = Switch()
 
 
-@contextmanager
-def short_cluster_kernel(enabled: bool) -> Iterator[None]:
+def short_cluster_kernel(enabled: bool) -> ContextManager[None]:
     """Allow (``True``, the default outside this context) or forbid
     :func:`gather_attend_scatter` within the context; forbidden, every
     cluster takes ``scaled_dot_product_attention``.
@@ -60,13 +59,7 @@ def short_cluster_kernel(enabled: bool) -> Iterator[None]:
         >>> with short_cluster_kernel(False):
         ...     outs = model(images)  # the fused SDPA kernel throughout
     """
-    global _enabled
-    previous = _enabled
-    _enabled = enabled
-    try:
-        yield
-    finally:
-        _enabled = previous
+    return _switch.set(enabled)
 
 
 def short_cluster_kernel_applies(qkv: torch.Tensor, length: int) -> bool:
@@ -76,7 +69,7 @@ def short_cluster_kernel_applies(qkv: torch.Tensor, length: int) -> bool:
     tokens, not switched off by :func:`short_cluster_kernel`, and, where
     ``qkv`` records a gradient, a torch with ``torch.library.custom_op``
     (>= 2.4) for the op that carries the backward."""
-    return (_enabled and qkv.device.type == 'cpu'
+    return (_switch.enabled and qkv.device.type == 'cpu'
             and qkv.dtype in (torch.float32, torch.float64)
             and length <= MAX_CLUSTER_LENGTH
             and (_attention_op is not None

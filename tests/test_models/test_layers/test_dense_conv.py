@@ -14,6 +14,7 @@ from mmsecvit.models.layers.dense_conv import (conv2d_fast_weight_grad,
                                                dense_conv2d,
                                                dense_conv_weight_grad,
                                                weight_grad_by_patches)
+from mmsecvit.models.layers.switch import Switch
 from mmsecvit.testing.archs import TEST_ARCH
 
 
@@ -157,6 +158,22 @@ def test_other_cases_run_the_module(case):
     assert out.shape == conv(x).shape
 
 
+def grads_on_and_off(module, loss, calls):
+    """The gradients of ``module``'s parameters after ``loss().backward()``
+    with the path switched on (checking that it ran ``calls`` times) and
+    off (checking that it did not run)."""
+    grads = []
+    for enabled in (True, False):
+        module.zero_grad()
+        with dense_conv_weight_grad(enabled), mock.patch.object(
+                dense_conv, 'weight_grad_by_patches',
+                wraps=dense_conv.weight_grad_by_patches) as spy:
+            loss().backward()
+        assert spy.call_count == (calls if enabled else 0)
+        grads.append([p.grad.clone() for p in module.parameters()])
+    return grads
+
+
 @pytest.mark.parametrize('norm_eval', [False, True])
 def test_conv_norm_takes_it_with_batch_and_frozen_statistics(norm_eval):
     """conv_norm in training: with batch statistics (the module runs) and
@@ -166,16 +183,9 @@ def test_conv_norm_takes_it_with_batch_and_frozen_statistics(norm_eval):
     norm = nn.BatchNorm2d(48)
     norm.train(not norm_eval)
     x = channels_last(2, 32, 11, 12)
-    grads = []
-    for enabled in (True, False):
-        conv.zero_grad()
-        with dense_conv_weight_grad(enabled), mock.patch.object(
-                dense_conv, 'weight_grad_by_patches',
-                wraps=dense_conv.weight_grad_by_patches) as spy:
-            conv_norm(conv, norm, x, gelu=True).sum().backward()
-        assert spy.call_count == (1 if enabled else 0)
-        grads.append(conv.weight.grad.clone())
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-4)
+    fast, plain = grads_on_and_off(
+        conv, lambda: conv_norm(conv, norm, x, gelu=True).sum(), calls=1)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-4)
 
 
 def test_secvit_stem_and_downsampling_take_it():
@@ -192,14 +202,18 @@ def test_secvit_stem_and_downsampling_take_it():
     ]
     assert dense, 'the test arch has no dense convolution to check'
     x = torch.rand(1, 3, 64, 80)
-    results = []
-    for enabled in (True, False):
-        model.zero_grad()
-        with dense_conv_weight_grad(enabled), mock.patch.object(
-                dense_conv, 'weight_grad_by_patches',
-                wraps=dense_conv.weight_grad_by_patches) as spy:
-            sum(out.sum() for out in model(x)).backward()
-        assert spy.call_count == (len(dense) if enabled else 0)
-        results.append([p.grad.clone() for p in model.parameters()])
-    for fast, plain in zip(*results):
-        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+    fast, plain = grads_on_and_off(
+        model, lambda: sum(out.sum() for out in model(x)), calls=len(dense))
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_the_switch_restores_the_setting_also_on_errors():
+    switch = Switch()
+    with pytest.raises(RuntimeError):
+        with switch.set(False):
+            assert not switch
+            with switch.set(True):
+                assert switch
+            assert not switch
+            raise RuntimeError
+    assert switch.enabled
