@@ -387,7 +387,7 @@ def test_alternating_runs_take_turns_in_one_process(monkeypatch):
     run_once = benchmark._PreparedCase.run_once
 
     def recording_run_once(self):
-        order.append((self.case.impl, sca._enabled))
+        order.append((self.case.impl, sca._switch.enabled))
         return run_once(self)
 
     monkeypatch.setattr(benchmark._PreparedCase, 'run_once',
