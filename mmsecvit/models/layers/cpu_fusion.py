@@ -126,6 +126,23 @@ def _onednn_inference(x: torch.Tensor) -> bool:
             and not capturing_graph())
 
 
+def onednn_training(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether oneDNN computes the gradient of ``weight`` for a float32
+    CPU input ``x``: a gradient is recorded for ``weight``, no graph is
+    traced, compiled or exported (a compiler makes its own kernels), CPU
+    autocast is off and oneDNN is enabled and available. The checks of
+    the faster CPU weight gradients
+    (:mod:`~mmsecvit.models.layers.depthwise_conv`,
+    :mod:`~mmsecvit.models.layers.dense_conv`) build on it."""
+    # The capture check comes first: the oneDNN queries below are functions
+    # TorchDynamo does not trace, and would break the graph.
+    return (not capturing_graph() and torch.is_grad_enabled()
+            and weight.requires_grad and x.device.type == 'cpu'
+            and x.dtype == torch.float32 and torch.backends.mkldnn.enabled
+            and torch.backends.mkldnn.is_available()
+            and not torch.is_autocast_enabled('cpu'))
+
+
 def fusion_applies(x: torch.Tensor) -> bool:
     """Whether the fused kernels will be used for the input ``x``.
 

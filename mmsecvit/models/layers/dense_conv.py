@@ -33,8 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
-from .capture import capturing_graph
-from .cpu_fusion import has_forward_hooks
+from .cpu_fusion import _only_channels_last, has_forward_hooks, onednn_training
 from .switch import Switch
 
 #: Bytes of input patches copied and multiplied at a time (4 MiB was the
@@ -146,20 +145,11 @@ def weight_grad_by_patches_applies(x: torch.Tensor, weight: torch.Tensor,
     input and output channels, no autocast, no graph being captured (a
     compiler makes its own kernels) and the path not switched off by
     :func:`dense_conv_weight_grad`."""
-    # The capture check comes first: the oneDNN queries below are functions
-    # TorchDynamo does not trace, and would break the graph.
-    return (_switch.enabled and not capturing_graph()
-            and torch.is_grad_enabled() and weight.requires_grad
-            and x.device.type == 'cpu'
-            and x.dtype == torch.float32 and x.dim() == 4
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and not x.is_contiguous() and groups == 1
+    return (_switch.enabled and onednn_training(x, weight)
+            and _only_channels_last(x) and groups == 1
             and _pair(dilation) == (1, 1)
             and tuple(weight.shape[2:]) != (1, 1)
-            and min(weight.shape[:2]) >= MIN_CHANNELS
-            and torch.backends.mkldnn.enabled
-            and torch.backends.mkldnn.is_available()
-            and not torch.is_autocast_enabled('cpu'))
+            and min(weight.shape[:2]) >= MIN_CHANNELS)
 
 
 def conv2d_fast_weight_grad(x: torch.Tensor,

@@ -23,8 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .capture import capturing_graph
-from .cpu_fusion import conv2d, has_forward_hooks
+from .cpu_fusion import conv2d, has_forward_hooks, onednn_training
 
 
 def is_size_preserving_depthwise(conv: nn.Conv2d) -> bool:
@@ -115,18 +114,11 @@ def _fast_weight_grad_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     recorded, no autocast and no graph being captured (a compiler makes its
     own kernels)."""
     kh, kw = conv.kernel_size
-    # The capture check comes first: the oneDNN queries below are functions
-    # TorchDynamo does not trace, and would break the graph.
-    return (not capturing_graph() and torch.is_grad_enabled()
-            and conv.weight.requires_grad
-            and x.device.type == 'cpu' and x.dtype == torch.float32
+    return (onednn_training(x, conv.weight)
             and is_size_preserving_depthwise(conv)
             and max(kh, kw) > 3 and min(kh, kw) >= 3
             and conv.padding_mode == 'zeros'
-            and not has_forward_hooks(conv)
-            and torch.backends.mkldnn.enabled
-            and torch.backends.mkldnn.is_available()
-            and not torch.is_autocast_enabled('cpu'))
+            and not has_forward_hooks(conv))
 
 
 def depthwise_conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
