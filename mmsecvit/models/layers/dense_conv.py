@@ -6,8 +6,8 @@ SecViT's stem and downsampling layers are dense 3x3 convolutions on
 channels-last maps. For their weight gradient, oneDNN (3.12 in torch 2.13,
 AVX2) picks a kernel that ran at 14-17 GMAC/s on SecViT-S's shapes at
 800x1333, batch 2, on a 2-core AMD EPYC machine whose matrix products
-reach 65-85: the five of them with 32 or more channels took about 1.6 s
-of a 21-28 s training step, five times their forward pass.
+reach 65-85: the backward passes of those convolutions took 2.7-3.0 s of
+a training step (20-34 s there), several times their forward passes.
 
 The weight gradient of a convolution is one matrix product: the output
 gradient, (positions, out channels), transposed, times the input patches,
@@ -18,8 +18,9 @@ multiplied there; the products accumulate into the gradient. Measured on
 that machine with 2 threads, 1.5-3.5x faster than oneDNN at SecViT-S's
 shapes at 512x512 and 800x1333 (e.g. 32 to 64 channels with stride 2 at
 400x667: 267 ms against 102 ms; 128 to 256 at 100x167: 134 against 41
-ms), about 0.9 s less per training step at 800x1333. With 16 channels
-oneDNN's kernel was the faster one, hence :data:`MIN_CHANNELS`.
+ms); those backward passes took 1.3-1.8 s of the step at 800x1333
+instead (profiled). With 16 channels oneDNN's kernel was the faster one,
+hence :data:`MIN_CHANNELS`.
 
 The input gradient and the forward pass stay oneDNN's. Results equal the
 plain convolution's up to float32 summation order.
