@@ -22,6 +22,16 @@ ms); those backward passes took 1.3-1.8 s of the step at 800x1333
 instead (profiled). With 16 channels oneDNN's kernel was the faster one,
 hence :data:`MIN_CHANNELS`.
 
+oneDNN's AVX-512 kernels are another matter: on a 2-core AMD EPYC machine
+with AVX-512 (fp32 matrix products at 62-89 GMAC/s) its weight gradient
+ran at 59-93 GMAC/s for the convolutions with 32 input channels at
+800x1333 (32 to 32 at 400x667: 49-103 ms against 128-281 ms by patch
+products; 32 to 64 with stride 2: 34-42 against 65-102 ms), while from 64
+input channels the patch products stayed as fast or faster (128 to 256 at
+100x167: 33-47 against 40-90 ms). Where PyTorch's CPU capability is
+AVX-512, the path therefore starts at :data:`MIN_IN_CHANNELS_AVX512`
+input channels (see :func:`min_in_channels`).
+
 The input gradient and the forward pass stay oneDNN's. Results equal the
 plain convolution's up to float32 summation order.
 :func:`dense_conv_weight_grad` switches the path off (e.g. on a machine
@@ -43,6 +53,10 @@ CHUNK_BYTES = 4 * 2**20
 #: Fewest input and output channels for the path (oneDNN's own kernel was
 #: faster with 16).
 MIN_CHANNELS = 32
+#: Fewest input channels for the path where PyTorch's CPU capability is
+#: AVX-512 (oneDNN's AVX-512 weight-gradient kernel was 2-5x faster than
+#: the patch products with 32, see the module docstring).
+MIN_IN_CHANNELS_AVX512 = 64
 
 _switch = Switch()
 
@@ -137,20 +151,34 @@ class _DenseConv2d(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None
 
 
+def min_in_channels() -> int:
+    """Fewest input channels of a convolution whose weight gradient is
+    taken by patch products on this machine: :data:`MIN_CHANNELS`, or
+    :data:`MIN_IN_CHANNELS_AVX512` where PyTorch's CPU capability
+    (``torch.backends.cpu.get_cpu_capability()``, the instruction set
+    its kernels were dispatched for; oneDNN picks its own by the same
+    CPU flags) is AVX-512."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.upper().startswith('AVX512'):
+        return MIN_IN_CHANNELS_AVX512
+    return MIN_CHANNELS
+
+
 def weight_grad_by_patches_applies(x: torch.Tensor, weight: torch.Tensor,
                                    dilation=1, groups: int = 1) -> bool:
     """Where :func:`conv2d_fast_weight_grad` takes the weight gradient by
     patch products: a float32, channels-last CPU input through oneDNN with
     a gradient being recorded for ``weight``, a dense (``groups=1``),
     undilated kernel larger than 1x1 with at least :data:`MIN_CHANNELS`
-    input and output channels, no autocast, no graph being captured (a
-    compiler makes its own kernels) and the path not switched off by
-    :func:`dense_conv_weight_grad`."""
+    output channels and :func:`min_in_channels` input channels, no
+    autocast, no graph being captured (a compiler makes its own kernels)
+    and the path not switched off by :func:`dense_conv_weight_grad`."""
     return (_switch.enabled and onednn_training(x, weight)
             and _only_channels_last(x) and groups == 1
             and _pair(dilation) == (1, 1)
             and tuple(weight.shape[2:]) != (1, 1)
-            and min(weight.shape[:2]) >= MIN_CHANNELS)
+            and weight.shape[0] >= MIN_CHANNELS
+            and weight.shape[1] >= min_in_channels())
 
 
 def conv2d_fast_weight_grad(x: torch.Tensor,

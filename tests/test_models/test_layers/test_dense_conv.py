@@ -18,6 +18,17 @@ from mmsecvit.models.layers.switch import Switch
 from mmsecvit.testing.archs import TEST_ARCH
 
 
+@pytest.fixture(autouse=True)
+def avx2_capability():
+    """The tests below check where the path applies with 32-channel
+    convolutions, which it takes on every CPU but AVX-512 ones (see
+    test_avx512_cpus_take_it_from_64_input_channels): they run as on an
+    AVX2 machine on any machine."""
+    with mock.patch.object(
+            torch.backends.cpu, 'get_cpu_capability', return_value='AVX2'):
+        yield
+
+
 def channels_last(*shape, dtype=torch.float32, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(*shape, generator=gen, dtype=dtype).contiguous(
@@ -156,6 +167,31 @@ def test_other_cases_run_the_module(case):
     if case == 'hooked':
         assert calls == [1]
     assert out.shape == conv(x).shape
+
+
+@pytest.mark.parametrize('capability,in_channels,applies', [
+    ('AVX2', 32, True),
+    ('DEFAULT', 32, True),
+    ('AVX512', 32, False),
+    ('AVX512', 63, False),
+    ('AVX512', 64, True),
+])
+def test_avx512_cpus_take_it_from_64_input_channels(capability, in_channels,
+                                                    applies):
+    """oneDNN's AVX-512 weight-gradient kernel is the faster one with 32
+    input channels; the output channels' minimum stays 32."""
+    conv = nn.Conv2d(in_channels, 32, 3, padding=1)
+    x = channels_last(2, in_channels, 9, 10)
+    with mock.patch.object(torch.backends.cpu, 'get_cpu_capability',
+                           return_value=capability), mock.patch.object(
+                               dense_conv, 'weight_grad_by_patches',
+                               wraps=weight_grad_by_patches) as spy:
+        expected = dense_conv.MIN_IN_CHANNELS_AVX512 if capability == (
+            'AVX512') else dense_conv.MIN_CHANNELS
+        assert dense_conv.min_in_channels() == expected
+        dense_conv2d(conv, x).sum().backward()
+    assert spy.call_count == int(applies)
+    assert conv.weight.grad is not None
 
 
 def grads_on_and_off(module, loss, calls):
