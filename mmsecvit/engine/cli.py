@@ -96,6 +96,34 @@ def add_debug_argument(parser: argparse.ArgumentParser) -> None:
         f'(same as the environment variable {DEBUG_ENV}=1)')
 
 
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--threads`` (default None: torch's own number); apply it
+    with :func:`apply_threads_argument`."""
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help='torch.set_num_threads for the run (default: torch\'s)')
+
+
+def apply_threads_argument(args: argparse.Namespace) -> None:
+    """``torch.set_num_threads(args.threads)`` where it was given."""
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+
+
+def add_limit_size_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--limit-size``: the side of the square fp32 matrix product
+    that measures the machine's arithmetic limit (0: none)."""
+    parser.add_argument(
+        '--limit-size',
+        type=int,
+        default=4096,
+        help='side of the fp32 matrix product that measures the limit '
+        '(0: no limit)')
+
+
 def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """``parse`` made fit for argparse's ``type=``, keeping its message.
 

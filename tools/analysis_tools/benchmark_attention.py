@@ -24,8 +24,9 @@ from mmsecvit.analysis.attention_benchmark import (KERNELS,
                                                    time_attention)
 from mmsecvit.analysis.benchmark import (MODES, matmul_rate,
                                          parse_arch_or_test, parse_size)
-from mmsecvit.engine.cli import (add_debug_argument, argument_type,
-                                 parse_device, run_tool)
+from mmsecvit.engine.cli import (add_debug_argument, add_limit_size_argument,
+                                 add_threads_argument, apply_threads_argument,
+                                 argument_type, parse_device, run_tool)
 from mmsecvit.models import SecViT
 from mmsecvit.utils.errors import ConfigValueError
 
@@ -58,17 +59,8 @@ def parse_args(argv=None):
         '--dtype',
         default='float32',
         choices=['float32', 'float64', 'bfloat16', 'float16'])
-    parser.add_argument(
-        '--threads',
-        type=int,
-        default=None,
-        help='torch.set_num_threads for the run (default: torch\'s)')
-    parser.add_argument(
-        '--limit-size',
-        type=int,
-        default=4096,
-        help='side of the fp32 matrix product that measures the limit '
-        '(0: no limit column)')
+    add_threads_argument(parser)
+    add_limit_size_argument(parser)
     add_debug_argument(parser)
     return parser.parse_args(argv)
 
@@ -78,8 +70,7 @@ def main(argv=None):
     if args.batch < 1:
         raise ConfigValueError(
             f'--batch must be at least 1, got {args.batch}.')
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads_argument(args)
     arch = parse_arch_or_test(args.arch)
     model = SecViT(arch=arch, cluster_mode=args.cluster_mode).eval()
     # The shapes do not depend on the weights or the device: recorded on

@@ -24,7 +24,8 @@ import torch
 from mmsecvit.analysis.benchmark import MODES, parse_arch_or_test, parse_size
 from mmsecvit.analysis.compile_check import (backbone_blocks,
                                              check_dynamic_compile)
-from mmsecvit.engine.cli import add_debug_argument, run_tool
+from mmsecvit.engine.cli import (add_debug_argument, add_threads_argument,
+                                 apply_threads_argument, run_tool)
 from mmsecvit.models import SecViT
 from mmsecvit.utils.errors import ConfigValueError
 
@@ -61,11 +62,7 @@ def parse_args(argv=None):
         default=0,
         help='timed forwards per size, eager and compiled in turn, after '
         'the first compiled call (0: report the first call only)')
-    parser.add_argument(
-        '--threads',
-        type=int,
-        default=None,
-        help='torch.set_num_threads for the run (default: torch\'s)')
+    add_threads_argument(parser)
     add_debug_argument(parser)
     return parser.parse_args(argv)
 
@@ -77,8 +74,7 @@ def main(argv=None):
         raise ConfigValueError(
             f'--repeats must be 0 or more, got {args.repeats}.')
     dtype = getattr(torch, args.dtype)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads_argument(args)
     torch.manual_seed(0)
     model = SecViT(arch=arch, cluster_mode=args.cluster_mode).to(dtype)
     report = check_dynamic_compile(
