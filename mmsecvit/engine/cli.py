@@ -109,7 +109,6 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 def apply_threads_argument(args: argparse.Namespace) -> None:
     """``torch.set_num_threads(args.threads)`` where it was given."""
     if args.threads:
-        import torch
         torch.set_num_threads(args.threads)
 
 

@@ -12,8 +12,10 @@ import torch
 from mmengine.registry import MODELS
 
 from mmsecvit.engine.cli import (DEBUG_ENV, USER_ERROR_EXIT_CODE,
-                                 add_debug_argument, argument_type,
-                                 find_user_error, parse_device, run_tool)
+                                 add_debug_argument, add_limit_size_argument,
+                                 add_threads_argument, apply_threads_argument,
+                                 argument_type, find_user_error, parse_device,
+                                 run_tool)
 from mmsecvit.testing import run_ranks
 from mmsecvit.utils.errors import (ConfigKeyError, ConfigValueError,
                                    MissingFileError, MMSecViTUserError,
@@ -253,3 +255,22 @@ def test_rank_failing_alone_does_not_leave_the_others_hanging():
     assert rc1 == USER_ERROR_EXIT_CODE
     assert err1 == '', 'only rank 0 prints'
     assert rc0 != 0
+
+
+def test_the_kernel_timing_tools_arguments():
+    parser = argparse.ArgumentParser()
+    add_threads_argument(parser)
+    add_limit_size_argument(parser)
+    assert vars(parser.parse_args([])) == {
+        'threads': None, 'limit_size': 4096
+    }
+    before = torch.get_num_threads()
+    try:
+        # Not given: torch's own number stays.
+        apply_threads_argument(parser.parse_args([]))
+        assert torch.get_num_threads() == before
+        apply_threads_argument(
+            parser.parse_args(['--threads', '1', '--limit-size', '0']))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
