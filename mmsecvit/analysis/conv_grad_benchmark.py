@@ -23,15 +23,15 @@ another (docs/benchmark.md). This measures it on the machine at hand:
    multiply-adds) and the total of one training step.
 """
 import math
-import statistics
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from mmsecvit.analysis.attention_benchmark import KernelTiming
 from mmsecvit.models.layers.dense_conv import (weight_grad_by_patches,
                                                weight_grad_by_patches_applies)
 from mmsecvit.utils.errors import ConfigValueError
@@ -72,17 +72,6 @@ class DenseConvShape:
         return (f'{channels} to {self.out_channels}, '
                 f'{self.kernel_size[0]}x{self.kernel_size[1]} stride '
                 f'{self.stride[0]}, {batch}x{height}x{width}')
-
-
-@dataclass
-class GradTiming:
-    """Times (seconds) of one method at one convolution."""
-
-    times: List[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times) if self.times else math.nan
 
 
 def _is_dense(conv: nn.Conv2d) -> bool:
@@ -140,8 +129,8 @@ def time_weight_grads(
     shapes: Sequence[DenseConvShape],
     repeats: int = 5,
     seed: int = 0,
-) -> Tuple[Dict[Tuple[DenseConvShape, str], GradTiming], Dict[
-        DenseConvShape, float], Dict[DenseConvShape, bool]]:
+) -> Tuple[Dict[Tuple[DenseConvShape, str], KernelTiming], Dict[
+        DenseConvShape, bool]]:
     """Time both methods at each convolution on random float32
     channels-last CPU maps, one untimed call each first, then ``repeats``
     timed calls of each, taking turns.
@@ -152,15 +141,17 @@ def time_weight_grads(
         seed (int): Of the random inputs.
 
     Returns:
-        tuple[dict, dict, dict]: ``(shape, method)`` to its
-        :class:`GradTiming`; ``shape`` to the largest absolute difference
-        between the two gradients; ``shape`` to whether the training step
-        takes the patch products for it on this machine.
+        tuple[dict, dict]: ``(shape, method)`` to its
+        :class:`~mmsecvit.analysis.attention_benchmark.KernelTiming`
+        (the ``'patches'`` timing's ``max_abs_diff`` is the largest
+        absolute difference to oneDNN's gradient); ``shape`` to whether
+        the training step takes the patch products for it on this
+        machine.
     """
     if repeats < 1:
         raise ConfigValueError(f'repeats must be at least 1, got {repeats}.')
     generator = torch.Generator().manual_seed(seed)
-    timings, diffs, applies = {}, {}, {}
+    timings, applies = {}, {}
     for shape in shapes:
         x = torch.randn(*shape.input_shape, generator=generator).contiguous(
             memory_format=torch.channels_last)
@@ -180,31 +171,30 @@ def time_weight_grads(
             lambda: weight_grad_by_patches(x, grad, shape.kernel_size, shape.
                                            stride, shape.padding),
         }
-        results = {name: method() for name, method in methods.items()}
-        diffs[shape] = float(
-            (results['onednn'] - results['patches']).abs().max())
         for name in METHODS:
-            timings[(shape, name)] = GradTiming()
+            timings[(shape, name)] = KernelTiming()
+        results = {name: method() for name, method in methods.items()}
+        timings[(shape, 'patches')].max_abs_diff = float(
+            (results['onednn'] - results['patches']).abs().max())
         for _ in range(repeats):
             for name in METHODS:
                 start = time.perf_counter()
                 methods[name]()
                 timings[(shape, name)].times.append(time.perf_counter() -
                                                     start)
-    return timings, diffs, applies
+    return timings, applies
 
 
 def format_conv_grad_table(shapes: Sequence[DenseConvShape],
                            timings: Dict[Tuple[DenseConvShape, str],
-                                         GradTiming],
-                           diffs: Dict[DenseConvShape, float],
+                                         KernelTiming],
                            applies: Dict[DenseConvShape, bool],
                            limit_gmacs: Optional[float] = None) -> str:
     """A Markdown table: one row per convolution, then the total of one
     forward pass's convolutions (time per call times the calls).
 
     Args:
-        shapes, timings, diffs, applies: From :func:`record_dense_convs`
+        shapes, timings, applies: From :func:`record_dense_convs`
             and :func:`time_weight_grads`.
         limit_gmacs (float, optional): The machine's fp32 limit in GMAC/s;
             adds it to the header.
@@ -231,7 +221,7 @@ def format_conv_grad_table(shapes: Sequence[DenseConvShape],
                      f'| {cells[0]} | {cells[1]} '
                      f"| {medians['patches'] / medians['onednn']:.2f}x "
                      f"| {'yes' if applies[shape] else 'no'} "
-                     f'| {diffs[shape]:.2g} |')
+                     f"| {timings[(shape, 'patches')].max_abs_diff:.2g} |")
     lines.append(f"| all, one forward's convolutions | | "
                  f"| {totals['onednn'] * 1e3:.1f} "
                  f"| {totals['patches'] * 1e3:.1f} "

@@ -60,9 +60,9 @@ def main(argv=None):
           f'{sum(s.calls for s in shapes)} calls per forward; '
           f'CPU capability {torch.backends.cpu.get_cpu_capability()}, '
           f'{torch.get_num_threads()} threads')
-    timings, diffs, applies = time_weight_grads(shapes, args.repeats)
+    timings, applies = time_weight_grads(shapes, args.repeats)
     limit = matmul_rate('cpu', args.limit_size) if args.limit_size else None
-    print(format_conv_grad_table(shapes, timings, diffs, applies, limit))
+    print(format_conv_grad_table(shapes, timings, applies, limit))
 
 
 if __name__ == '__main__':
