@@ -190,6 +190,8 @@ class Result:
     # Per-round values behind the pooled limit and first call (--rounds).
     limit_rounds: List[float] = field(default_factory=list, repr=False)
     first_call_rounds: List[float] = field(default_factory=list, repr=False)
+    # The median of each round's timed runs (NaN for a failed round).
+    round_medians: List[float] = field(default_factory=list, repr=False)
 
     @property
     def median(self) -> float:
@@ -765,6 +767,57 @@ def format_table(results: Sequence[Result]) -> str:
     return header + '\n'.join(rows) + '\n'
 
 
+def round_ratios(result: Result, first: Result) -> List[float]:
+    """Each round's median of ``result`` over that of ``first`` in the
+    same round, for the rounds both measured (paired: both saw that
+    round's state of the machine)."""
+    return [
+        mine / theirs
+        for mine, theirs in zip(result.round_medians, first.round_medians)
+        if not (math.isnan(mine) or math.isnan(theirs) or theirs <= 0)
+    ]
+
+
+def format_round_ratios(results: Sequence[Result]) -> str:
+    """A markdown table of each row's ratio to the first row of its group
+    (task, size, batch), round by round, with their median and range; empty
+    where no row was measured in more than one round.
+
+    The pooled medians of :func:`format_table` hide how much the ratio
+    moved between rounds; on a machine whose speed drifts between processes
+    that spread, not the pooled ratio, says whether a difference is real.
+    """
+    firsts: Dict[tuple, Result] = {}
+    rows = []
+    for r in results:
+        c = r.case
+        key = (c.task, tuple(c.size), c.batch)
+        if r.error:
+            continue
+        first = firsts.setdefault(key, r)
+        ratios = round_ratios(r, first)
+        if first is r or len(ratios) < 2:
+            continue
+        rows.append(f'| {c.task} | {c.size[0]}x{c.size[1]} | {c.batch} | '
+                    f'{c.name} | {", ".join(f"{v:.2f}" for v in ratios)} | '
+                    f'{statistics.median(ratios):.2f}x | '
+                    f'{min(ratios):.2f}-{max(ratios):.2f}x |')
+    if not rows:
+        return ''
+    return ('Ratio to the first row of its group, round by round (each '
+            "round's median over the first row's in the same round):\n\n"
+            '| task | input | batch | backbone | per round | median '
+            '| min-max |\n|---|---|---|---|---|---|---|\n' +
+            '\n'.join(rows) + '\n')
+
+
+def format_report(results: Sequence[Result]) -> str:
+    """:func:`format_table`, followed by :func:`format_round_ratios` where
+    cases were measured in several rounds."""
+    ratios = format_round_ratios(results)
+    return format_table(results) + ('\n' + ratios if ratios else '')
+
+
 def _memory_column(r: Result) -> str:
     """The peak memory, or 'n/a' where it was not measured (CPU cases run
     alternating in one process)."""
@@ -977,6 +1030,9 @@ def run_benchmark(cases: Sequence[Case],
     round, and its timed runs are pooled: a slow drift of the machine (other
     jobs, frequency changes) then affects every case alike instead of the
     cases measured at a bad moment, which keeps ratios between rows honest.
+    The table then ends with each row's ratio to the first row of its
+    group round by round (:func:`format_round_ratios`), which shows how
+    far that ratio moved between rounds.
 
     Args:
         cases: What to measure, in table order.
@@ -1022,8 +1078,11 @@ def run_benchmark(cases: Sequence[Case],
             done = max(done, max(group) + 1)
             if out_file:
                 with open(out_file, 'w') as f:
-                    f.write(format_table(results[:done] if round_index == 0
-                                         else results))
+                    f.write(format_report(results[:done] if round_index == 0
+                                          else results))
+    ratios = format_round_ratios(results)
+    if ratios:
+        log(ratios)
     if plot_file:
         plot_results(results, plot_file)
     return results
@@ -1037,6 +1096,7 @@ def _pool(total: Result, measured: Result) -> None:
     median over the rounds (each round measures its own).
     """
     total.times.extend(measured.times)
+    total.round_medians.append(measured.median)
     if measured.gmacs is not None:
         total.gmacs = measured.gmacs
     if measured.limit_gmacs_per_s:

@@ -130,6 +130,56 @@ def test_rounds_keep_the_arithmetic_rate_and_the_limit(monkeypatch):
     assert '| 50 | 25 | 120 |' in format_table([result])
 
 
+def test_rounds_report_each_rounds_ratio_to_the_first_row(
+        monkeypatch, tmp_path):
+    """With --rounds the table ends with every row's ratio to the first
+    row of its group, round by round: paired within each round, so a round
+    in which the machine ran slow moves both and not the ratio."""
+    swin = iter([1.0, 2.0, 1.0])  # the second round ran at half speed
+    secvit = iter([1.2, 2.6, 1.1])
+
+    def fake_measure(case, env=None):
+        if case.size == (64, 64):
+            return Result(case, error='RuntimeError: boom')
+        time = next(swin if case.model == 'swin-t' else secvit)
+        return Result(case, times=[time, time])
+
+    monkeypatch.setattr(benchmark, 'measure_in_subprocess', fake_measure)
+    cases = [Case(model='swin-t'), Case(), Case(size=(64, 64))]
+    out = tmp_path / 'table.md'
+    logged = []
+    results = benchmark.run_benchmark(
+        cases, out_file=str(out), rounds=3, log=logged.append)
+    assert results[1].round_medians == [1.2, 2.6, 1.1]
+    assert benchmark.round_ratios(results[1], results[0]) == pytest.approx(
+        [1.2, 1.3, 1.1])
+    ratios = benchmark.format_round_ratios(results)
+    row = [line for line in ratios.splitlines() if 'secvit-s' in line]
+    assert row == [
+        '| infer | 224x224 | 1 | secvit-s num_clusters fast | '
+        '1.20, 1.30, 1.10 | 1.20x | 1.10-1.30x |'
+    ]
+    # The pooled table is unchanged above it; both go to the file and log.
+    assert out.read_text() == format_table(results) + '\n' + ratios
+    assert logged[-1] == ratios
+
+
+def test_round_ratios_skip_failed_rounds_and_single_rounds():
+    first = Result(Case(model='swin-t'), times=[1.0])
+    first.round_medians = [1.0, float('nan'), 2.0]
+    row = Result(Case(), times=[1.5])
+    row.round_medians = [1.5, 1.0, 3.0]
+    assert benchmark.round_ratios(row, first) == [1.5, 1.5]
+    # One round: nothing to add to the pooled table.
+    single = Result(Case(), times=[1.5])
+    single.round_medians = [1.5]
+    only = Result(Case(model='swin-t'), times=[1.0])
+    only.round_medians = [1.0]
+    assert benchmark.format_round_ratios([only, single]) == ''
+    assert benchmark.format_report([only, single]) == format_table(
+        [only, single])
+
+
 def test_rounds_must_be_positive():
     with pytest.raises(ValueError, match='rounds'):
         benchmark.run_benchmark([Case()], rounds=0, log=lambda *args: None)
