@@ -12,9 +12,10 @@ would let a checkpoint from an untrusted source run arbitrary code.
 import os
 import os.path as osp
 import pickle
+import secrets
 import tempfile
 import zipfile
-from typing import Any, Callable, Dict, Union
+from typing import Any, Callable, Dict, Tuple, Union
 
 import numpy as np
 import torch
@@ -167,6 +168,13 @@ def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike]) -> None:
     disk (``fsync``), and the temporary file is renamed onto ``path`` with
     :func:`os.replace`, which is atomic on POSIX and Windows.
 
+    The file gets the permissions of any newly created file, as with
+    ``open(path, 'wb')`` on a new path: ``0o666`` less the umask (or what
+    the directory's default ACL says), e.g. ``0o644`` under the usual umask
+    ``0o022``, so that others on a shared file system can read checkpoints
+    when the umask allows it. A file that is replaced does not keep its
+    mode: the result is a new file.
+
     Args:
         data (bytes): The content.
         path (str | os.PathLike): The destination.
@@ -177,10 +185,45 @@ def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike]) -> None:
     _write_then_replace(directory, path, lambda f: f.write(data))
 
 
+# Flags of a temporary file that is created, never opened if it exists (nor
+# through a symbolic link); binary on Windows.
+_TEMP_FILE_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0)
+    | getattr(os, 'O_BINARY', 0))
+
+
+def _create_temp_file(directory: str, basename: str) -> Tuple[int, str]:
+    """Create a uniquely named empty file next to ``basename``.
+
+    Unlike :func:`tempfile.mkstemp`, which creates the file with mode
+    ``0o600`` whatever the umask, the file is created with mode ``0o666``
+    and the kernel applies the umask (or the directory's default ACL), as
+    for any new file. Reading the umask ourselves would need
+    ``os.umask``, which can only be read by setting it, and so changes it
+    for every thread of the process for a moment.
+
+    Args:
+        directory (str): Where to create the file.
+        basename (str): Name of the file it stands for.
+
+    Returns:
+        tuple[int, str]: Its file descriptor, open for writing, and path.
+    """
+    for _ in range(tempfile.TMP_MAX):
+        tmp_path = osp.join(directory,
+                            f'.{basename}.{secrets.token_hex(8)}.tmp')
+        try:
+            return os.open(tmp_path, _TEMP_FILE_FLAGS, 0o666), tmp_path
+        except FileExistsError:
+            continue
+    raise FileExistsError(
+        f'Could not create a temporary file for {basename} in {directory}: '
+        f'{tempfile.TMP_MAX} names were taken.')
+
+
 def _write_then_replace(directory: str, path: str,
                         write: Callable) -> None:
-    fd, tmp_path = tempfile.mkstemp(
-        dir=directory, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
+    fd, tmp_path = _create_temp_file(directory, osp.basename(path))
     try:
         with os.fdopen(fd, 'wb') as f:
             write(f)

@@ -2,13 +2,14 @@
 """Safe loading and atomic saving of checkpoints."""
 import os
 import pickle
+import stat
 
 import numpy as np
 import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 
-from mmsecvit.utils import (CheckpointLoadError, atomic_write_bytes,
+from mmsecvit.utils import (CheckpointLoadError, atomic_write_bytes, fileio,
                             load_checkpoint_file)
 
 
@@ -101,3 +102,38 @@ def test_failed_atomic_write_keeps_previous_file(tmp_path):
         atomic_write_bytes(object(), path)  # fails half-way through writing
     assert path.read_bytes() == b'complete'
     assert os.listdir(tmp_path) == ['latest.pth']
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for the test, restore it afterwards."""
+    previous = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.skipif(os.name != 'posix', reason='POSIX permissions')
+@pytest.mark.parametrize('mask, mode', [(0o022, 0o644), (0o077, 0o600),
+                                        (0o002, 0o664)])
+def test_atomic_write_gives_new_file_permissions(tmp_path, umask, mask, mode):
+    umask(mask)
+    fresh = tmp_path / 'fresh.pth'
+    replaced = tmp_path / 'replaced.pth'
+    replaced.write_bytes(b'old')
+    replaced.chmod(0o600)  # e.g. written by mkstemp before
+    for path in (fresh, replaced):
+        atomic_write_bytes(b'new', path)
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path.name
+    assert sorted(os.listdir(tmp_path)) == ['fresh.pth', 'replaced.pth']
+
+
+def test_atomic_write_tries_another_temporary_name_when_taken(
+        tmp_path, monkeypatch):
+    names = iter(['taken', 'taken', 'free'])
+    monkeypatch.setattr(fileio.secrets, 'token_hex', lambda n: next(names))
+    (tmp_path / '.latest.pth.taken.tmp').write_bytes(b'someone else')
+    atomic_write_bytes(b'complete', tmp_path / 'latest.pth')
+    assert (tmp_path / 'latest.pth').read_bytes() == b'complete'
+    assert (tmp_path / '.latest.pth.taken.tmp').read_bytes() == b'someone else'

@@ -1,8 +1,10 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 """Checkpoints that survive crashes and resume training exactly."""
 import logging
+import os
 import os.path as osp
 import random
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -25,6 +27,15 @@ def get_rng_states() -> dict:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states['cuda'] = torch.cuda.get_rng_state_all()
     return states
+
+
+def _is_local_path(path: Optional[Union[str, os.PathLike]]) -> bool:
+    """Whether ``path`` is a local path rather than a URI (``scheme://``).
+
+    None counts as local: it stands for the work directory, which MMEngine's
+    Runner always creates on the local file system.
+    """
+    return path is None or '://' not in os.fspath(path)
 
 
 def _warn(message: str) -> None:
@@ -69,9 +80,10 @@ class ResumableCheckpointHook(CheckpointHook):
 
     Differences with the parent, all in service of ``--resume``:
 
-    - Checkpoints are written atomically (temporary file, ``fsync``,
-      ``os.replace``) through the ``atomic_local`` file backend unless
-      ``backend_args`` chooses another backend.
+    - Checkpoints saved to a local directory are written atomically
+      (temporary file, ``fsync``, ``os.replace``) through the
+      ``atomic_local`` file backend, unless ``backend_args`` chooses another
+      backend.
     - The ``last_checkpoint`` pointer is written atomically too, and only
       after the checkpoint it names is complete.
     - Outdated checkpoints (``max_keep_ckpts``) are deleted after the new one
@@ -81,21 +93,50 @@ class ResumableCheckpointHook(CheckpointHook):
       unchanged, so dropout, drop-path and random proposal sampling continue
       as in an uninterrupted run.
 
+    Checkpoints saved to a URI (``out_dir='s3://bucket/exp'``,
+    ``petrel://``...) are not written atomically: the backend is the one
+    MMEngine chooses by the prefix of the URI, or the one ``backend_args``
+    names. (A ``backend`` in ``backend_args`` wins over the prefix in
+    MMEngine, so the ``atomic_local`` backend would write them to a local
+    directory named ``s3:/bucket/exp``.)
+
     Args:
         backend_args (dict, optional): File backend for the checkpoints.
-            Defaults to ``dict(backend='atomic_local')``.
+            Defaults to None: ``dict(backend='atomic_local')`` when the
+            checkpoints go to a local directory (``out_dir``, or the work
+            directory when ``out_dir`` is None), the backend of the URI's
+            prefix otherwise.
         **kwargs: Arguments of :class:`~mmengine.hooks.CheckpointHook`.
     """
 
     def __init__(self, *args, backend_args=None, file_client_args=None,
                  **kwargs):
-        if backend_args is None and file_client_args is None:
-            backend_args = dict(ATOMIC_BACKEND_ARGS)
         super().__init__(
             *args,
             backend_args=backend_args,
             file_client_args=file_client_args,
             **kwargs)
+        self._user_backend_args = backend_args
+        self._user_chose_backend = (backend_args is not None
+                                    or file_client_args is not None)
+        # Settled in before_train, where out_dir defaults to the work
+        # directory.
+        self.backend_args = self._backend_args_for(self.out_dir)
+
+    def before_train(self, runner) -> None:
+        """Choose the file backend for where the checkpoints go, then set up
+        as :class:`~mmengine.hooks.CheckpointHook` does."""
+        destination = (runner.work_dir
+                       if self.out_dir is None else self.out_dir)
+        self.backend_args = self._backend_args_for(destination)
+        super().before_train(runner)
+
+    def _backend_args_for(self, destination) -> Optional[dict]:
+        """``backend_args`` for checkpoints saved under ``destination``
+        (None: the work directory, which is local)."""
+        if self._user_chose_backend or not _is_local_path(destination):
+            return self._user_backend_args
+        return dict(ATOMIC_BACKEND_ARGS)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         # Every rank gets here; the gather must happen before the

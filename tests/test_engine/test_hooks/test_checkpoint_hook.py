@@ -1,16 +1,118 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
-"""RNG states of :class:`ResumableCheckpointHook` restored after a checkpoint
-was loaded onto a GPU, simulated on the CPU."""
+"""The file backend :class:`ResumableCheckpointHook` chooses for where the
+checkpoints go, and RNG states restored after a checkpoint was loaded onto a
+GPU, simulated on the CPU."""
 import logging
 import random
+import sys
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from mmengine.fileio import LocalBackend, PetrelBackend
+from mmengine.logging import MessageHub, MMLogger
 
+from mmsecvit.engine import ResumableCheckpointHook
 from mmsecvit.engine.hooks import checkpoint_hook
 from mmsecvit.engine.hooks.checkpoint_hook import (get_rng_states,
                                                    set_rng_states)
+from mmsecvit.utils import ATOMIC_BACKEND_ARGS, AtomicLocalBackend
+
+
+@pytest.fixture
+def runner(tmp_path):
+    """Just what the hook's ``before_train`` and ``_save`` use; checkpoints
+    are not written, their ``save_checkpoint`` arguments are recorded."""
+    saved = []
+
+    def save_checkpoint(out_dir, filename, *args, **kwargs):
+        saved.append(dict(kwargs, out_dir=out_dir, filename=filename))
+
+    return SimpleNamespace(
+        work_dir=str(tmp_path / 'exp'),
+        logger=MMLogger.get_instance('test_checkpoint_hook'),
+        message_hub=MessageHub.get_instance('test_checkpoint_hook'),
+        save_checkpoint=save_checkpoint,
+        saved=saved)
+
+
+@pytest.fixture
+def fake_petrel_client(monkeypatch):
+    """Let MMEngine's PetrelBackend be created without petrel_client or a
+    cluster to talk to."""
+    client = ModuleType('petrel_client.client')
+    client.Client = lambda **kwargs: object()
+    package = ModuleType('petrel_client')
+    package.client = client
+    monkeypatch.setitem(sys.modules, 'petrel_client', package)
+    monkeypatch.setitem(sys.modules, 'petrel_client.client', client)
+
+
+def _save_once(hook, runner):
+    hook.before_train(runner)
+    hook._save(runner, 'iter_1.pth', {}, by_epoch=False)
+    (saved, ) = runner.saved
+    return saved
+
+
+# MMEngine's CheckpointHook cannot save to http(s):// (HTTPBackend has no
+# join_path), so only the prefixes of the Petrel backend are tried.
+@pytest.mark.parametrize('out_dir, backend_type', [
+    ('s3://bucket/ckpts', PetrelBackend),
+    ('petrel://bucket/ckpts', PetrelBackend),
+    ('cluster1:s3://bucket/ckpts', PetrelBackend),
+])
+def test_remote_out_dir_gets_the_backend_of_its_prefix(
+        runner, fake_petrel_client, out_dir, backend_type):
+    hook = ResumableCheckpointHook(interval=1, out_dir=out_dir)
+    saved = _save_once(hook, runner)
+    assert type(hook.file_backend) is backend_type
+    assert hook.out_dir == f'{out_dir}/exp'
+    assert saved['out_dir'] == f'{out_dir}/exp'
+    assert saved['backend_args'] is None
+
+
+def test_remote_out_dir_keeps_the_backend_args_given(runner,
+                                                     fake_petrel_client):
+    backend_args = dict(backend='petrel', path_mapping={'a/': 'b/'})
+    hook = ResumableCheckpointHook(
+        interval=1, out_dir='s3://bucket/ckpts', backend_args=backend_args)
+    saved = _save_once(hook, runner)
+    assert type(hook.file_backend) is PetrelBackend
+    assert hook.file_backend.path_mapping == {'a/': 'b/'}
+    assert saved['backend_args'] == backend_args
+
+
+@pytest.mark.parametrize('local_out_dir', [False, True])
+def test_local_destination_is_written_atomically(runner, tmp_path,
+                                                 local_out_dir):
+    out_dir = str(tmp_path / 'ckpts') if local_out_dir else None
+    hook = ResumableCheckpointHook(interval=1, out_dir=out_dir)
+    saved = _save_once(hook, runner)
+    assert type(hook.file_backend) is AtomicLocalBackend
+    assert saved['backend_args'] == ATOMIC_BACKEND_ARGS
+    expected_dir = (tmp_path / 'ckpts' / 'exp') if local_out_dir else (
+        tmp_path / 'exp')
+    assert saved['out_dir'] == str(expected_dir)
+
+
+def test_local_destination_keeps_the_backend_args_given(runner):
+    hook = ResumableCheckpointHook(
+        interval=1, backend_args=dict(backend='local'))
+    saved = _save_once(hook, runner)
+    assert type(hook.file_backend) is LocalBackend
+    assert saved['backend_args'] == dict(backend='local')
+
+
+def test_backend_follows_out_dir_set_after_construction(
+        runner, fake_petrel_client):
+    hook = ResumableCheckpointHook(interval=1)
+    assert hook.backend_args == ATOMIC_BACKEND_ARGS
+    hook.out_dir = 's3://bucket/ckpts'
+    saved = _save_once(hook, runner)
+    assert type(hook.file_backend) is PetrelBackend
+    assert saved['backend_args'] is None
 
 
 class _OnCuda:
