@@ -15,6 +15,7 @@ import re
 import sys
 import time
 from datetime import timedelta
+from typing import Optional, Tuple
 
 import torch
 import torch.distributed as torch_dist
@@ -371,34 +372,94 @@ def use_resumable_checkpointing(cfg: Config) -> None:
         _log(f'train loop {EPOCH_LOOP} (resumes mid-epoch)')
 
 
+#: Config key under which ``--resume`` without a path keeps the config's own
+#: ``load_from``: the weights to start from when the work dir holds no
+#: checkpoint to resume yet (e.g. a requeued fine-tuning job that never
+#: saved one).
+LOAD_FROM_IF_NO_CHECKPOINT = 'load_from_if_no_checkpoint'
+
+
 def resolve_checkpoint_to_load(cfg: Config) -> None:
     """Check the checkpoint to resume from or load before training starts.
 
     With ``resume`` and no ``load_from``, ``load_from`` becomes the newest
     complete checkpoint in ``work_dir`` (the one ``last_checkpoint`` names,
     or, if that is missing or unreadable, the newest loadable
-    ``epoch_*.pth``/``iter_*.pth``).
+    ``epoch_*.pth``/``iter_*.pth``). If there is none, training starts
+    afresh, from the weights in ``cfg.load_from_if_no_checkpoint`` where
+    ``--resume`` put the config's own ``load_from`` there
+    (:data:`LOAD_FROM_IF_NO_CHECKPOINT`).
+
+    When resuming, a config without a random seed takes the checkpoint's
+    (:func:`adopt_checkpoint_seed`), so that the data order continues.
 
     Raises:
         FileNotFoundError, CheckpointLoadError: If ``load_from`` names a
             local file that does not exist or cannot be loaded.
     """
     load_from = cfg.get('load_from')
-    if cfg.get('resume', False) and not load_from:
+    resume = cfg.get('resume', False)
+    checkpoint = None
+    if resume and not load_from:
         work_dir = cfg.get('work_dir')
-        latest = (find_latest_complete_checkpoint(work_dir)
-                  if work_dir else None)
+        latest, checkpoint = (_latest_complete_checkpoint(work_dir)
+                              if work_dir else (None, None))
         if latest is None:
-            _log(f'resume: no complete checkpoint in {work_dir}, training '
-                 'from scratch', logging.WARNING)
+            _start_without_checkpoint(cfg, work_dir)
             return
         cfg.load_from = latest
         _log(f'resume from {latest}')
     elif load_from and '://' not in str(load_from):
-        load_checkpoint_file(load_from)
+        checkpoint = load_checkpoint_file(load_from)
+    if resume and checkpoint is not None:
+        adopt_checkpoint_seed(cfg, checkpoint)
 
 
-def find_latest_complete_checkpoint(work_dir: str):
+def _start_without_checkpoint(cfg: Config, work_dir: Optional[str]) -> None:
+    """Nothing to resume in ``work_dir``: train from the config's initial
+    weights if ``--resume`` kept them aside, else from scratch."""
+    initial = cfg.get(LOAD_FROM_IF_NO_CHECKPOINT)
+    if not initial:
+        _log(f'resume: no complete checkpoint in {work_dir}, training '
+             'from scratch', logging.WARNING)
+        return
+    if '://' not in str(initial):
+        load_checkpoint_file(initial)
+    cfg.resume = False
+    cfg.load_from = initial
+    _log(f'resume: no complete checkpoint in {work_dir}, starting from the '
+         f"config's load_from {initial}", logging.WARNING)
+
+
+def adopt_checkpoint_seed(cfg: Config, checkpoint: dict) -> None:
+    """Resume with the random seed of the run that saved ``checkpoint``
+    where the config sets none.
+
+    Without a seed, MMEngine draws a new one and builds the train sampler
+    with it before it resumes; it then takes the checkpoint's seed for the
+    random generators (overwriting the states the checkpoint restored),
+    but the sampler keeps the new one. A run resumed in the middle of an
+    epoch would then skip the right number of batches of a differently
+    shuffled epoch: some samples twice, others not at all. With the
+    checkpoint's seed in the config, the sampler shuffles as the
+    interrupted run did and MMEngine leaves the restored generator states
+    alone.
+
+    Args:
+        cfg (mmengine.Config): The config, modified in place.
+        checkpoint (dict): The checkpoint to resume from.
+    """
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    seed = meta.get('seed') if isinstance(meta, dict) else None
+    randomness = cfg.get('randomness') or {}
+    if seed is None or randomness.get('seed') is not None:
+        return
+    cfg.randomness = dict(randomness, seed=seed)
+    _log(f'resume: random seed {seed} of the checkpoint (the config sets '
+         'none), so that the data order continues')
+
+
+def find_latest_complete_checkpoint(work_dir: str) -> Optional[str]:
     """The newest loadable checkpoint in ``work_dir``, or None.
 
     Args:
@@ -407,11 +468,22 @@ def find_latest_complete_checkpoint(work_dir: str):
     Returns:
         str | None: Path of the checkpoint.
     """
+    return _latest_complete_checkpoint(work_dir)[0]
+
+
+def _latest_complete_checkpoint(
+        work_dir: str) -> Tuple[Optional[str], Optional[dict]]:
+    """The newest loadable checkpoint in ``work_dir`` and its contents, or
+    (None, None)."""
     candidates = []
     pointer = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(pointer):
         with open(pointer) as f:
             named = f.read().strip()
+        if '://' in named:
+            # Saved to a remote out_dir: MMEngine's file backends read it;
+            # it cannot be checked (nor its seed read) here.
+            return named, None
         if named:
             candidates.append(named)
     if osp.isdir(work_dir):
@@ -423,9 +495,9 @@ def find_latest_complete_checkpoint(work_dir: str):
         candidates += sorted(saved, key=osp.getmtime, reverse=True)
     for path in candidates:
         try:
-            load_checkpoint_file(path)
+            checkpoint = load_checkpoint_file(path)
         except (FileNotFoundError, CheckpointLoadError) as error:
             _log(f'skipping checkpoint: {error}', logging.WARNING)
             continue
-        return path
-    return None
+        return path, checkpoint
+    return None, None

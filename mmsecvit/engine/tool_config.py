@@ -19,7 +19,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmsecvit.utils.errors import ConfigValueError, MissingFileError
-from .runtime import prepare_runtime
+from .runtime import LOAD_FROM_IF_NO_CHECKPOINT, prepare_runtime
 
 #: The OpenMMLab codebases the tools can drive, by registry scope.
 CODEBASES = ('mmdet', 'mmseg')
@@ -174,11 +174,20 @@ def enable_auto_scale_lr(cfg: Config) -> None:
 
 def set_resume(cfg: Config, resume: Optional[str]) -> None:
     """``--resume [PATH]``: from PATH, or from the work dir's last
-    checkpoint when no path is given (``resume='auto'``)."""
+    checkpoint when no path is given (``resume='auto'``).
+
+    Without a path, the config's own ``load_from`` (e.g. the weights a
+    fine-tuning run starts from) is kept as
+    :data:`~mmsecvit.engine.runtime.LOAD_FROM_IF_NO_CHECKPOINT`: a run
+    (or a requeued Slurm job) that finds no checkpoint to resume starts
+    from it, as the first run did, instead of from scratch.
+    """
     if resume is None:
         return
     cfg.resume = True
     if resume == 'auto':
+        if cfg.get('load_from'):
+            cfg[LOAD_FROM_IF_NO_CHECKPOINT] = cfg.load_from
         cfg.load_from = None
     else:
         if not osp.isfile(resume):

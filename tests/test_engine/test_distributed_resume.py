@@ -102,6 +102,24 @@ def test_killed_run_resumes_to_the_uninterrupted_state(
         assert got['seen'] == want['seen'][8 * 2:]
 
 
+def test_run_without_seed_resumes_with_the_same_data_order(tmp_path):
+    """A config without a random seed (MMEngine's default) resumed in the
+    middle of an epoch goes on with the interrupted run's shuffle: the
+    result equals an uninterrupted run with the seed the first one drew."""
+    killed_dir, reference_dir = tmp_path / 'killed', tmp_path / 'reference'
+    killed = _launch(killed_dir, '--seed', 'none', '--die-at', '10')
+    assert killed.returncode != 0
+    seed = load_checkpoint_file(killed_dir / 'iter_8.pth')['meta']['seed']
+    reference = _launch(reference_dir, '--seed', str(seed))
+    assert reference.returncode == 0, reference.stdout[-3000:]
+    resumed = _launch(killed_dir, '--seed', 'none', '--resume')
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert f'random seed {seed} of the checkpoint' in resumed.stdout
+    for got, want in zip(_reports(killed_dir), _reports(reference_dir)):
+        assert got['seen'] == want['seen'][8 * 2:]
+        assert got['params'] == want['params']
+
+
 @pytest.mark.parametrize('signal_name, requeue', [('SIGUSR1', True),
                                                   ('SIGTERM', False)])
 def test_signalled_run_stops_after_the_iteration_and_resumes_exactly(

@@ -12,6 +12,7 @@ from mmsecvit.engine import prepare_runtime
 from mmsecvit.engine.runtime import (convert_sync_bn,
                                      find_latest_complete_checkpoint,
                                      select_amp)
+from mmsecvit.engine.tool_config import set_resume
 from mmsecvit.testing import free_port, run_ranks
 from mmsecvit.utils import CheckpointLoadError
 
@@ -133,6 +134,76 @@ def test_resume_skips_a_corrupt_latest_checkpoint(tmp_path):
     cfg = prepare_runtime(
         Config(dict(work_dir=str(tmp_path), resume=True, load_from=None)))
     assert cfg.load_from == str(tmp_path / 'iter_4.pth')
+
+
+def test_resume_takes_the_checkpoints_seed_where_the_config_has_none(
+        tmp_path):
+    """MMEngine builds the sampler with a freshly drawn seed before it
+    resumes; the checkpoint's seed in the config keeps the data order."""
+    torch.save(dict(meta=dict(iter=8, seed=1234)), tmp_path / 'iter_8.pth')
+    cfg = prepare_runtime(
+        Config(dict(work_dir=str(tmp_path), resume=True, load_from=None)))
+    assert cfg.load_from == str(tmp_path / 'iter_8.pth')
+    assert cfg.randomness == dict(seed=1234)
+    # Other randomness settings are kept; a seed of the config wins.
+    cfg = prepare_runtime(
+        Config(
+            dict(
+                resume=True,
+                load_from=str(tmp_path / 'iter_8.pth'),
+                randomness=dict(seed=None, deterministic=True))))
+    assert cfg.randomness == dict(seed=1234, deterministic=True)
+    cfg = prepare_runtime(
+        Config(
+            dict(
+                resume=True,
+                load_from=str(tmp_path / 'iter_8.pth'),
+                randomness=dict(seed=7))))
+    assert cfg.randomness == dict(seed=7)
+    # Loading weights without resuming starts a new run: its own seed.
+    cfg = prepare_runtime(
+        Config(dict(load_from=str(tmp_path / 'iter_8.pth'))))
+    assert 'randomness' not in cfg
+
+
+def test_auto_resume_without_checkpoint_starts_from_the_configs_weights(
+        tmp_path):
+    """A requeued fine-tuning job that never saved a checkpoint starts from
+    the config's load_from, not from scratch, and does not resume from it
+    (its iteration count and optimizer state are another run's)."""
+    weights = tmp_path / 'coco_detector.pth'
+    torch.save(dict(state_dict=dict(), meta=dict(iter=90000, seed=5)),
+               weights)
+    work_dir = tmp_path / 'work_dir'
+    cfg = Config(dict(work_dir=str(work_dir), load_from=str(weights)))
+    set_resume(cfg, 'auto')
+    cfg = prepare_runtime(cfg)
+    assert cfg.resume is False and cfg.load_from == str(weights)
+    assert 'randomness' not in cfg
+    # Once the run saved a checkpoint, it resumes from that one.
+    work_dir.mkdir()
+    _save(work_dir / 'iter_4.pth', 4)
+    cfg = Config(dict(work_dir=str(work_dir), load_from=str(weights)))
+    set_resume(cfg, 'auto')
+    cfg = prepare_runtime(cfg)
+    assert cfg.resume is True
+    assert cfg.load_from == str(work_dir / 'iter_4.pth')
+    # The initial weights are checked too, before training starts.
+    weights.write_bytes(b'half written')
+    cfg = Config(dict(work_dir=str(tmp_path / 'empty'),
+                      load_from=str(weights)))
+    set_resume(cfg, 'auto')
+    with pytest.raises(CheckpointLoadError, match='coco_detector.pth'):
+        prepare_runtime(cfg)
+
+
+def test_resume_follows_last_checkpoint_to_a_remote_out_dir(tmp_path):
+    """Checkpoints saved to a URI (``out_dir='s3://...'``) are resumed from
+    by MMEngine's file backend; they cannot be checked locally."""
+    _save(tmp_path / 'iter_4.pth', 4)
+    (tmp_path / 'last_checkpoint').write_text('s3://bucket/exp/iter_8.pth')
+    assert find_latest_complete_checkpoint(
+        str(tmp_path)) == 's3://bucket/exp/iter_8.pth'
 
 
 def test_resume_from_corrupt_file_fails_before_training(tmp_path):

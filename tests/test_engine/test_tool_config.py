@@ -88,6 +88,8 @@ def test_resume_without_path_resumes_from_the_work_dir(tmp_path):
     assert cfg.get('resume') is None and cfg.load_from == 'pretrained.pth'
     set_resume(cfg, 'auto')
     assert cfg.resume is True and cfg.load_from is None
+    # Kept for a work dir without a checkpoint (see test_runtime).
+    assert cfg.load_from_if_no_checkpoint == 'pretrained.pth'
     checkpoint = tmp_path / 'iter_10.pth'
     checkpoint.touch()
     set_resume(cfg, str(checkpoint))

@@ -147,7 +147,7 @@ def toy_config(work_dir, args):
                     max_keep_ckpts=2),
                 logger=dict(type='LoggerHook', interval=1)),
             custom_hooks=custom_hooks(args),
-            randomness=dict(seed=0, deterministic=True),
+            randomness=dict(seed=args.seed, deterministic=True),
             env_cfg=dict(dist_cfg=dict(backend='nccl')),
             resume=args.resume,
             launcher=args.launcher))
@@ -162,6 +162,11 @@ def main():
     parser.add_argument('--auto-scale-lr', action='store_true')
     parser.add_argument('--max-epochs', type=int, default=2)
     parser.add_argument('--checkpoint-interval', type=int, default=4)
+    parser.add_argument(
+        '--seed',
+        type=lambda text: None if text == 'none' else int(text),
+        default=0,
+        help="the config's random seed; 'none' for none (MMEngine draws one)")
     parser.add_argument('--die-at', type=int, default=None)
     parser.add_argument('--preemptible', action='store_true')
     parser.add_argument('--preempt-at', type=int, default=None)
