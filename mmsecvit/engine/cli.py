@@ -66,11 +66,28 @@ def add_launcher_arguments(parser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+#: Where Open MPI's ``mpirun`` puts a process's rank on its node; MMEngine's
+#: MPI launcher sets the CUDA device from it but not ``LOCAL_RANK``.
+MPI_LOCAL_RANK_ENV = 'OMPI_COMM_WORLD_LOCAL_RANK'
+
+
 def export_local_rank(args) -> None:
-    """Make the local rank given on the command line visible to MMEngine,
-    which reads ``LOCAL_RANK`` from the environment."""
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    """Make the local rank visible to MMEngine, which reads ``LOCAL_RANK``
+    from the environment (e.g. for the device of DDP), where the launcher
+    has not set it: Open MPI's local rank under ``--launcher mpi``, else the
+    one given on the command line.
+
+    Under ``mpirun`` every process would otherwise get ``LOCAL_RANK=0``:
+    each rank's DDP would be built for GPU 0 while MMEngine put its model on
+    the rank's own GPU.
+    """
+    if 'LOCAL_RANK' in os.environ:
+        return
+    local_rank = args.local_rank
+    if getattr(args, 'launcher', None) == 'mpi' and \
+            MPI_LOCAL_RANK_ENV in os.environ:
+        local_rank = int(os.environ[MPI_LOCAL_RANK_ENV])
+    os.environ['LOCAL_RANK'] = str(local_rank)
 
 
 class _DebugAction(argparse.Action):

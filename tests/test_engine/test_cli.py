@@ -12,10 +12,11 @@ import torch
 from mmengine.registry import MODELS
 
 from mmsecvit.engine.cli import (DEBUG_ENV, USER_ERROR_EXIT_CODE,
-                                 add_debug_argument, add_limit_size_argument,
-                                 add_threads_argument, apply_threads_argument,
-                                 argument_type, find_user_error, parse_device,
-                                 run_tool)
+                                 add_debug_argument, add_launcher_arguments,
+                                 add_limit_size_argument, add_threads_argument,
+                                 apply_threads_argument, argument_type,
+                                 export_local_rank, find_user_error,
+                                 parse_device, run_tool)
 from mmsecvit.testing import run_ranks
 from mmsecvit.utils.errors import (ConfigKeyError, ConfigValueError,
                                    MissingFileError, MMSecViTUserError,
@@ -274,3 +275,26 @@ def test_the_kernel_timing_tools_arguments():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize('launcher, env, expected', [
+    ('none', {}, '0'),
+    ('pytorch', {'LOCAL_RANK': '3'}, '3'),
+    # mpirun: MMEngine sets the device from Open MPI's local rank, not
+    # LOCAL_RANK, which DDP's device_ids then come from.
+    ('mpi', {'OMPI_COMM_WORLD_LOCAL_RANK': '5'}, '5'),
+    ('mpi', {'OMPI_COMM_WORLD_LOCAL_RANK': '5', 'LOCAL_RANK': '2'}, '2'),
+    ('mpi', {}, '1'),  # not Open MPI: the command line's
+])
+def test_local_rank_follows_the_launcher(monkeypatch, launcher, env,
+                                         expected):
+    for name in ('LOCAL_RANK', 'OMPI_COMM_WORLD_LOCAL_RANK'):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    parser = argparse.ArgumentParser()
+    add_launcher_arguments(parser)
+    argv = ['--launcher', launcher] + (['--local-rank', '1']
+                                       if launcher == 'mpi' else [])
+    export_local_rank(parser.parse_args(argv))
+    assert os.environ['LOCAL_RANK'] == expected
