@@ -356,9 +356,11 @@ class SecViT(BaseModule):
             and an image's features do not depend on the other images of
             its batch, at the cost of one pass per distinct size. Keep it
             False for unnormalised inputs, where a black border would look
-            like padding, and with SyncBN during training: ranks that split
-            their batch differently would call SyncBN a different number
-            of times and wait on each other. Defaults to False.
+            like padding. With SyncBN it needs ``norm_eval=True``: SyncBN
+            with batch statistics would be called a different number of
+            times on ranks that split their batch differently, and they
+            would wait on each other; in eval mode it uses its running
+            statistics and never syncs. Defaults to False.
         pad_value (float): The value of padded pixels. Defaults to 0.
         checkpoint_key (str): Which weights to take from an authors'
             checkpoint that holds several: 'model' or 'model_ema'.
@@ -455,12 +457,8 @@ class SecViT(BaseModule):
         self.norm_eval = norm_eval
         self.checkpoint_key = checkpoint_key
         self.with_cp = self._parse_with_cp(with_cp)
-        if crop_batch_padding and 'SyncBN' in str(norm_cfg.get('type')):
-            raise ConfigValueError(
-                'crop_batch_padding=True cannot be combined with SyncBN: '
-                'ranks with different numbers of distinct image sizes would '
-                'run SyncBN a different number of times and deadlock. Use '
-                "norm_cfg=dict(type='BN') (or norm_eval=True) with it.")
+        self._check_crop_batch_padding(crop_batch_padding, norm_cfg,
+                                       norm_eval)
         self.crop_batch_padding = crop_batch_padding
         self.pad_value = pad_value
         num_clusters = self._per_block(arch['num_clusters'], 'num_clusters')
@@ -563,6 +561,46 @@ class SecViT(BaseModule):
             f"init_cfg=dict(type='Pretrained', checkpoint={pretrained!r})",
             FutureWarning)
         return dict(type='Pretrained', checkpoint=pretrained)
+
+    @staticmethod
+    def _check_crop_batch_padding(crop_batch_padding: bool, norm_cfg: dict,
+                                  norm_eval: bool) -> None:
+        """Refuse ``crop_batch_padding`` with SyncBN that syncs in training.
+
+        With ``crop_batch_padding`` the backbone runs once per distinct
+        image size, so ranks whose batches hold different numbers of sizes
+        call each norm layer a different number of times. A SyncBN layer
+        that normalises by batch statistics joins a collective in every
+        call, and the ranks would wait on each other for ever. With
+        ``norm_eval=True`` the norm layers stay in eval mode and normalise
+        by their running statistics (folded into the convolutions): no
+        collective is ever run, so any number of passes is safe. That holds
+        only while the layers keep running statistics: without them
+        (``track_running_stats=False``) mmcv's SyncBatchNorm syncs batch
+        statistics in eval mode too.
+        """
+        if not crop_batch_padding or 'SyncBN' not in str(
+                norm_cfg.get('type')):
+            return
+        tracked = norm_cfg.get('track_running_stats', True)
+        if norm_eval and tracked:
+            return
+        if not norm_eval:
+            fix = ('set norm_eval=True (the norm layers then use their '
+                   'running statistics and never sync), use '
+                   "norm_cfg=dict(type='BN'), or set "
+                   'crop_batch_padding=False')
+        else:
+            fix = ('remove track_running_stats=False from norm_cfg so that '
+                   'norm_eval=True can normalise by running statistics, use '
+                   "norm_cfg=dict(type='BN'), or set "
+                   'crop_batch_padding=False')
+        raise ConfigValueError(
+            f'crop_batch_padding=True cannot be combined with '
+            f'{norm_cfg.get("type")} that syncs batch statistics '
+            f'(norm_eval={norm_eval}, track_running_stats={tracked}): ranks '
+            'with different numbers of distinct image sizes would run it a '
+            f'different number of times and deadlock. To fix it, {fix}.')
 
     def _parse_out_indices(self, out_indices: Sequence[int]) -> List[int]:
         if isinstance(out_indices, int):

@@ -4,7 +4,7 @@ mmdet's / mmseg's) into SecViT."""
 import argparse
 import re
 from collections import OrderedDict
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -13,6 +13,7 @@ from mmengine.runner import CheckpointLoader
 
 from mmsecvit.utils.errors import CheckpointMismatchError, MissingFileError
 from mmsecvit.utils.fileio import load_checkpoint_file
+from ..layers import LayerNorm2d
 
 # Parameters of the authors' classification head, absent from the backbone:
 # a 1x1 projection, its BatchNorm and the classifier.
@@ -73,23 +74,62 @@ def strip_classifier(
         (k, v) for k, v in state_dict.items() if not CLASSIFIER_KEY.match(k))
 
 
+def output_norm_shapes(model: nn.Module) -> Dict[str, torch.Size]:
+    """The tensors of every output norm a backbone of ``model``'s arch can
+    have (``norm{i}.*`` of each stage ``i``), with their shapes.
+
+    Args:
+        model (nn.Module): The backbone; without ``embed_dims`` (not a
+            :class:`SecViT`) it has no output norms.
+
+    Returns:
+        dict[str, torch.Size]: Shape by key.
+    """
+    shapes = {}
+    for i, channels in enumerate(getattr(model, 'embed_dims', [])):
+        with torch.device('meta'):
+            norm = LayerNorm2d(channels)
+        for name, tensor in norm.state_dict().items():
+            shapes[f'norm{i}.{name}'] = tensor.shape
+    return shapes
+
+
 def check_compatible(model: nn.Module, state_dict: Dict[str, torch.Tensor],
-                     source: str) -> list:
+                     source: str) -> Tuple[List[str], List[str]]:
     """Raise :class:`CheckpointMismatchError` unless ``state_dict`` holds
     every backbone tensor with the right shape and nothing else.
 
     Output norms (absent from ImageNet checkpoints) and the RoPE tables
-    (fixed, recomputed at construction) may be missing.
+    (fixed, recomputed at construction) may be missing. Output norms the
+    model does not have (of stages outside its ``out_indices``, e.g. a
+    Mask R-CNN or UperNet checkpoint, which has ``norm0``, loaded into a
+    RetinaNet backbone with ``out_indices=(1, 2, 3)``; or all of them with
+    ``out_norm=False``) may be surplus, if their shapes fit the arch.
+
+    Args:
+        model (nn.Module): The backbone.
+        state_dict (dict): The checkpoint's backbone tensors.
+        source (str): Where they come from, for the error message.
 
     Returns:
-        list[str]: The keys that may be, and are, missing.
+        tuple[list[str], list[str]]: The keys that may be, and are,
+        missing, and the surplus output-norm keys that will be skipped.
     """
     own = model.state_dict()
+    norm_shapes = output_norm_shapes(model)
     mismatched = [
         f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
         for k, v in state_dict.items() if k in own and v.shape != own[k].shape
     ]
-    unexpected = [k for k in state_dict if k not in own]
+    surplus = [k for k in state_dict if k not in own]
+    skipped = [k for k in surplus if k in norm_shapes]
+    mismatched += [
+        f'{k}: checkpoint {tuple(state_dict[k].shape)} vs '
+        f'{tuple(norm_shapes[k])} for the output norm of stage '
+        f'{k[len("norm"):k.index(".")]} (not used here)' for k in skipped
+        if state_dict[k].shape != norm_shapes[k]
+    ]
+    unexpected = [k for k in surplus if k not in skipped]
     missing = [k for k in own if k not in state_dict]
     tolerated = [
         k for k in missing
@@ -114,7 +154,7 @@ def check_compatible(model: nn.Module, state_dict: Dict[str, torch.Tensor],
                      "(model.backbone.arch='tiny'|'small'|'base'|'large'), "
                      'or another checkpoint.')
         raise CheckpointMismatchError(' '.join(lines))
-    return tolerated
+    return tolerated, skipped
 
 
 def read_checkpoint(filename: str) -> dict:
@@ -160,10 +200,16 @@ def load_pretrained_backbone(model: nn.Module,
     logger = MMLogger.get_current_instance()
     state_dict = strip_classifier(
         select_state_dict(read_checkpoint(filename), checkpoint_key, prefix))
-    left_out = check_compatible(model, state_dict, repr(filename))
+    left_out, skipped = check_compatible(model, state_dict, repr(filename))
+    for key in skipped:
+        del state_dict[key]
     model.load_state_dict(state_dict, strict=False)
     logger.info(f'Loaded {len(state_dict)} backbone tensors from '
                 f'{filename} ({checkpoint_key!r} when present).')
     if left_out:
         logger.info('Not in the checkpoint, initialised here: ' +
                     ', '.join(left_out))
+    if skipped:
+        logger.info('Output norms this backbone does not have (see its '
+                    'out_indices and out_norm), skipped: ' +
+                    ', '.join(skipped))

@@ -375,10 +375,53 @@ def test_runs_in_the_model_dtype(dtype):
     assert all(o.dtype == dtype and torch.isfinite(o).all() for o in outs)
 
 
-def test_crop_batch_padding_refuses_syncbn():
-    with pytest.raises(ValueError, match='SyncBN'):
+@pytest.mark.parametrize('norm_type', ['SyncBN', 'MMSyncBN'])
+def test_crop_batch_padding_refuses_syncbn_with_batch_statistics(norm_type):
+    with pytest.raises(ValueError, match='SyncBN') as info:
         SecViT(arch=TEST_ARCH, crop_batch_padding=True,
-               norm_cfg=dict(type='SyncBN', requires_grad=True))
+               norm_cfg=dict(type=norm_type, requires_grad=True))
+    assert 'set norm_eval=True' in str(info.value)
+    # In eval mode without running statistics mmcv's SyncBatchNorm still
+    # syncs batch statistics: norm_eval alone does not help then.
+    with pytest.raises(ValueError, match='track_running_stats') as info:
+        SecViT(arch=TEST_ARCH, crop_batch_padding=True, norm_eval=True,
+               norm_cfg=dict(type=norm_type, track_running_stats=False))
+    assert 'remove track_running_stats=False' in str(info.value)
+
+
+def test_crop_batch_padding_with_syncbn_and_norm_eval_never_syncs(
+        monkeypatch):
+    """With norm_eval=True, SyncBN normalises by its running statistics and
+    never syncs, so per-size passes cannot deadlock: the combination builds,
+    and it runs like BN in eval and in train mode."""
+    sync = small_model(
+        crop_batch_padding=True,
+        norm_eval=True,
+        norm_cfg=dict(type='SyncBN', requires_grad=True))
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in sync.modules())
+    bn = small_model(crop_batch_padding=True, norm_eval=True)
+    bn.load_state_dict(sync.state_dict())
+    # Two distinct image sizes: two passes through every norm layer.
+    batch = torch.zeros(2, 3, 64, 96)
+    batch[0, :, :40, :56] = torch.randn(3, 40, 56)
+    batch[1] = torch.randn(3, 64, 96)
+    # A SyncBN that synced would now try to (and on CPU raise).
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
+    for mode in (False, True):
+        sync.train(mode)
+        bn.train(mode)
+        torch.manual_seed(0)
+        outs = sync(batch)
+        torch.manual_seed(0)
+        expected = bn(batch)
+        for out, ref in zip(outs, expected):
+            torch.testing.assert_close(out, ref)
+    sum(out.sum() for out in outs).backward()
+    # The premise: SyncBN in training mode would sync.
+    sync.norm_eval = False
+    sync.train()
+    with pytest.raises(ValueError, match='SyncBatchNorm expected input'):
+        sync(batch)
 
 
 def test_selective_checkpointing_on_an_old_torch_says_what_to_do(

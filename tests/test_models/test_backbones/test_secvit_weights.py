@@ -1,15 +1,17 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 import argparse
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
 
 from mmsecvit.models import SecViT
-from mmsecvit.models.backbones import infer_arch
+from mmsecvit.models.backbones import infer_arch, secvit_weights
 from mmsecvit.models.backbones.secvit_weights import CheckpointMismatchError
 from mmsecvit.testing import TEST_ARCH, randomize_weights
 
@@ -120,6 +122,67 @@ def test_detector_checkpoint_loads_through_the_backbone_prefix(tmp_path):
     model.init_weights()
     for name, value in source.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], value)
+
+
+def save_detector_checkpoint(path, source):
+    state_dict = {f'backbone.{k}': v for k, v in source.state_dict().items()}
+    torch.save(dict(state_dict=state_dict, meta=dict(epoch=12)), path)
+
+
+def test_output_norms_of_other_stages_are_skipped(tmp_path, monkeypatch):
+    # A Mask R-CNN / UperNet backbone (norm0..norm3) initialises a
+    # RetinaNet one (out_indices=(1, 2, 3), no norm0).
+    source = randomize_weights(SecViT(arch=TEST_ARCH), seed=6)
+    path = tmp_path / 'mask_rcnn.pth'
+    save_detector_checkpoint(path, source)
+    logger = mock.Mock()
+    monkeypatch.setattr(secvit_weights.MMLogger, 'get_current_instance',
+                        lambda: logger)
+    model = pretrained(path, out_indices=(1, 2, 3))
+    assert not hasattr(model, 'norm0')
+    model.init_weights()
+    loaded = model.state_dict()
+    expected = source.state_dict()
+    for name, value in loaded.items():
+        torch.testing.assert_close(value, expected[name], msg=name)
+    logged = ' '.join(str(call.args[0]) for call in logger.info.call_args_list)
+    assert 'skipped: norm0.norm.weight, norm0.norm.bias' in logged
+    # Without output norms, all of them are skipped.
+    model = pretrained(path, out_norm=False)
+    model.init_weights()
+    assert all(
+        torch.equal(value, expected[name])
+        for name, value in model.state_dict().items())
+
+
+def test_surplus_output_norm_of_another_width_is_refused(tmp_path):
+    source = SecViT(arch=TEST_ARCH).state_dict()
+    source['norm0.norm.weight'] = torch.ones(7)
+    path = tmp_path / 'odd_norm.pth'
+    torch.save(dict(state_dict=source), path)
+    model = pretrained(path, out_indices=(1, 2, 3))
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'other shapes: norm0\.norm\.weight: checkpoint '
+                       r'\(7,\) vs \(32,\) for the output norm of stage 0'):
+        model.init_weights()
+    # The same for an output norm that the model has.
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'other shapes: norm0\.norm\.weight'):
+        pretrained(path).init_weights()
+
+
+@pytest.mark.parametrize('key', [
+    'neck.conv.weight', 'norm9.norm.weight', 'norm1.extra',
+    'layers.0.blocks.0.extra'
+])
+def test_other_surplus_tensors_are_still_refused(tmp_path, key):
+    source = SecViT(arch=TEST_ARCH).state_dict()
+    source[key] = torch.zeros(1)
+    path = tmp_path / 'surplus.pth'
+    torch.save(dict(state_dict=source), path)
+    with pytest.raises(CheckpointMismatchError,
+                       match=rf'1 tensors the model lacks: {re.escape(key)}'):
+        pretrained(path, out_indices=(1, 2, 3)).init_weights()
 
 
 def test_infer_arch_recognises_the_zoo_archs():
