@@ -86,8 +86,15 @@ def checkpoint_safe_globals() -> list:
 
 def register_checkpoint_safe_globals() -> None:
     """Allow-list :func:`checkpoint_safe_globals` for ``weights_only``
-    loading in this process (idempotent)."""
-    torch.serialization.add_safe_globals(checkpoint_safe_globals())
+    loading in this process (idempotent).
+
+    Does nothing on a torch without ``add_safe_globals`` (< 2.4): importing
+    mmsecvit runs this before its version check, which then refuses that
+    torch with a message saying what to install.
+    """
+    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
+    if add_safe_globals is not None:
+        add_safe_globals(checkpoint_safe_globals())
 
 
 def load_checkpoint_file(path: Union[str, os.PathLike],

@@ -1,7 +1,11 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
+import subprocess
+import sys
+
 import pytest
 
-from mmsecvit.utils.version_check import (SUPPORTED_VERSIONS, check_versions,
+from mmsecvit.utils.version_check import (MIN_TORCH_VERSION,
+                                          SUPPORTED_VERSIONS, check_versions,
                                           installed_versions)
 
 GOOD = {
@@ -63,3 +67,49 @@ def test_all_problems_are_reported_together():
         check_versions(dict(GOOD, mmcv='2.2.0', mmdet='3.4.0'))
     assert 'mmcv==2.2.0' in str(error.value)
     assert 'mmdet==3.4.0' in str(error.value)
+
+
+@pytest.mark.parametrize('version', ['2.13.0+cpu', '2.5.0',
+                                     '2.5.0a0+872d972e41.nv24.08'])
+def test_supported_torch_passes(version):
+    check_versions(dict(GOOD, torch=version))
+
+
+def test_old_torch_names_the_minimum_and_how_to_install_it():
+    with pytest.raises(ImportError) as error:
+        check_versions(dict(GOOD, torch='2.1.2+cu121'))
+    message = str(error.value)
+    assert f'torch==2.1.2+cu121 is installed, but mmsecvit needs ' \
+        f'torch>={MIN_TORCH_VERSION}' in message
+    # The installer keeps an installed torch: it is not the whole fix.
+    assert 'install torch>=' in message and 'first' in message
+    assert 'the tested set' not in message
+    with pytest.raises(ImportError, match='torch is not installed'):
+        check_versions(dict(GOOD, torch=None))
+
+
+# What `import mmsecvit` does on a torch older than the minimum, simulated:
+# the installed version as pip recorded it, and no add_safe_globals (< 2.4).
+_OLD_TORCH_IMPORT = """
+from importlib import metadata
+import torch
+real_version = metadata.version
+metadata.version = lambda name: ('2.1.2' if name == 'torch'
+                                 else real_version(name))
+del torch.serialization.add_safe_globals
+try:
+    import mmsecvit
+except ImportError as error:
+    print('refused:', error)
+"""
+
+
+def test_importing_with_an_old_torch_fails_with_the_version_message():
+    result = subprocess.run([sys.executable, '-c', _OLD_TORCH_IMPORT],
+                            capture_output=True,
+                            text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'refused: mmsecvit cannot run with the installed torch' in \
+        result.stdout
+    assert 'torch==2.1.2 is installed' in result.stdout
