@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from mmsecvit.analysis.benchmark import synchronize
+from mmsecvit.analysis.compile_check import raised_recompile_limit
 from mmsecvit.models.layers.short_cluster_attention import short_cluster_kernel
 from mmsecvit.utils.errors import ConfigValueError
 
@@ -218,8 +219,7 @@ def time_attention(shapes: Sequence[AttentionShape],
     # 'flex' compiles one graph per shape, all on one code object: more
     # shapes than Dynamo's recompile limit would fail.
     recompiles = (
-        torch._dynamo.config.patch(recompile_limit=max(
-            len(shapes), torch._dynamo.config.recompile_limit))
+        raised_recompile_limit(len(shapes))
         if 'flex' in names else nullcontext())
     with recompiles:
         return _time_kernels(shapes, names, repeats, torch.device(device),

@@ -81,11 +81,28 @@ def compile_regions(model: nn.Module, regions: Regions,
     return compiled
 
 
+def recompile_limit_name(config=None) -> str:
+    """The name of Dynamo's recompile limit in ``config`` (default
+    ``torch._dynamo.config``): ``recompile_limit``, or ``cache_size_limit``
+    in the torch releases before its rename (the new name is an alias of
+    the old one where both exist)."""
+    config = torch._dynamo.config if config is None else config
+    return ('recompile_limit'
+            if hasattr(config, 'recompile_limit') else 'cache_size_limit')
+
+
+def raised_recompile_limit(limit: int):
+    """A context raising Dynamo's recompile limit to at least ``limit``
+    (under either name, see :func:`recompile_limit_name`)."""
+    name = recompile_limit_name()
+    config = torch._dynamo.config
+    return config.patch(**{name: max(limit, getattr(config, name))})
+
+
 def region_recompile_limit():
     """A context raising Dynamo's recompile limit to at least
     :data:`REGION_RECOMPILE_LIMIT`, for models compiled by regions."""
-    return torch._dynamo.config.patch(recompile_limit=max(
-        REGION_RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit))
+    return raised_recompile_limit(REGION_RECOMPILE_LIMIT)
 
 
 @dataclass

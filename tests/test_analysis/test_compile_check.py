@@ -1,12 +1,17 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 """check_dynamic_compile counts graphs, compares with eager and records
 errors per size (a small conv model, the eager backend: seconds)."""
+import types
+
 import pytest
 import torch
+import torch._dynamo
 import torch.nn as nn
 
 from mmsecvit.analysis.compile_check import (REGION_RECOMPILE_LIMIT,
-                                             check_dynamic_compile)
+                                             check_dynamic_compile,
+                                             raised_recompile_limit,
+                                             recompile_limit_name)
 
 
 class Picky(nn.Module):
@@ -100,3 +105,17 @@ def test_regions_are_compiled_on_a_copy_and_share_graphs():
     assert all(block._compiled_call_impl is None for block in _blocks(model))
     assert max(seen) >= REGION_RECOMPILE_LIMIT
     assert torch._dynamo.config.recompile_limit == limit
+
+
+def test_recompile_limit_is_raised_under_either_name():
+    """Older torch releases call Dynamo's recompile limit cache_size_limit."""
+    old_config = types.SimpleNamespace(cache_size_limit=8)
+    assert recompile_limit_name(old_config) == 'cache_size_limit'
+    assert recompile_limit_name() in ('recompile_limit', 'cache_size_limit')
+    name = recompile_limit_name()
+    before = getattr(torch._dynamo.config, name)
+    with raised_recompile_limit(before + 5):
+        assert getattr(torch._dynamo.config, name) == before + 5
+    with raised_recompile_limit(1):  # never lowered
+        assert getattr(torch._dynamo.config, name) == before
+    assert getattr(torch._dynamo.config, name) == before
