@@ -29,6 +29,7 @@ from ..layers import (BATCH_NORMS, LayerNorm2d, RoPE2d, SECAttention,
                       residual_conv_)
 from ..layers.activation_checkpoint import (check_selective_checkpoint_support,
                                             selective_checkpoint_context)
+from ..layers.norm import MMSyncBatchNorm
 from .secvit_weights import (CheckpointMismatchError, check_compatible,
                              load_pretrained_backbone)
 
@@ -263,6 +264,21 @@ class SecViTStage(nn.Module):
         return x, down
 
 
+def syncs_batch_statistics(norm: nn.Module) -> bool:
+    """Whether ``norm`` is a SyncBN layer that, called in its current mode,
+    joins a collective with the other ranks (where a process group exists).
+
+    torch's ``SyncBatchNorm`` syncs in training mode; mmcv's syncs in
+    training mode and, without running statistics
+    (``track_running_stats=False``), in eval mode too.
+    """
+    if isinstance(norm, nn.SyncBatchNorm):
+        return norm.training
+    if isinstance(norm, MMSyncBatchNorm):
+        return norm.training or not norm.track_running_stats
+    return False
+
+
 def output_size(hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
     """Spatial size of a stride-``stride`` output for an ``hw`` input (each
     stride-2 convolution rounds up)."""
@@ -360,7 +376,9 @@ class SecViT(BaseModule):
             with batch statistics would be called a different number of
             times on ranks that split their batch differently, and they
             would wait on each other; in eval mode it uses its running
-            statistics and never syncs. Defaults to False.
+            statistics and never syncs. Checked when built and, for SyncBN
+            converted later (MMEngine's ``sync_bn`` option), at every
+            forward. Defaults to False.
         pad_value (float): The value of padded pixels. Defaults to 0.
         checkpoint_key (str): Which weights to take from an authors'
             checkpoint that holds several: 'model' or 'model_ema'.
@@ -650,6 +668,7 @@ class SecViT(BaseModule):
         """
         if not self.crop_batch_padding:
             return self._forward_batch(x)
+        self._check_no_syncing_norms()
         sizes = valid_sizes(x, self.pad_value)
         full = tuple(x.shape[2:])
         if all(size == full for size in sizes):
@@ -670,6 +689,60 @@ class SecViT(BaseModule):
                 oh, ow = group_out.shape[2:]
                 out[indices, :, :oh, :ow] = group_out
         return tuple(outs)
+
+    def _norm_holders(self) -> List[Tuple[str, nn.Module]]:
+        """The modules that hold the backbone's BatchNorm layers (built
+        from ``norm_cfg``): the stem and the downsamples, with their
+        names."""
+        holders = [('patch_embed', self.patch_embed)]
+        for i, stage in enumerate(self.layers):
+            if stage.downsample is not None:
+                holders.append((f'layers.{i}.downsample', stage.downsample))
+        return holders
+
+    def _check_no_syncing_norms(self) -> None:
+        """Refuse a ``crop_batch_padding`` forward while a SyncBN layer
+        would sync batch statistics.
+
+        The constructor refuses such a ``norm_cfg``
+        (:meth:`_check_crop_batch_padding`), but SyncBN can come later:
+        MMEngine's ``sync_bn='torch'`` or ``'mmcv'`` config option and
+        ``SyncBatchNorm.convert_sync_batchnorm`` replace the BN layers of a
+        built model. Then ranks with different numbers of distinct image
+        sizes would call the layer a different number of times and hang.
+        This raises on every rank, whatever the sizes of its batch, before
+        any layer runs. It looks at the stem and the downsamples only (the
+        only BatchNorm layers of SecViT), a few attribute reads per
+        forward, so a conversion at any time is seen.
+        """
+        syncing = [(f'{prefix}.{name}' if name else prefix, module)
+                   for prefix, holder in self._norm_holders()
+                   for name, module in holder.named_modules()
+                   if syncs_batch_statistics(module)]
+        if not syncing:
+            return
+        name, norm = syncing[0]
+        if norm.track_running_stats:
+            fix = ('set norm_eval=True in the backbone config (BatchNorm '
+                   'layers then normalise by their running statistics and '
+                   'never sync)')
+        else:
+            fix = ('keep running statistics (track_running_stats=True) and '
+                   'set norm_eval=True in the backbone config')
+        raise ConfigValueError(
+            f'SecViT with crop_batch_padding=True runs the backbone once per '
+            f'distinct image size of a batch, but {len(syncing)} of its norm '
+            f'layers are SyncBatchNorm that syncs batch statistics across '
+            f'ranks (the first: {name}, {type(norm).__module__}.'
+            f'{type(norm).__name__}, training={norm.training}, '
+            f'track_running_stats={norm.track_running_stats}, '
+            f'norm_eval={self.norm_eval}): ranks whose batches hold '
+            'different numbers of image sizes would call it a different '
+            'number of times and hang. The SyncBN layers probably came '
+            "after the backbone was built, from the config's sync_bn "
+            'option or SyncBatchNorm.convert_sync_batchnorm. To fix it, '
+            f'{fix}; or remove sync_bn from the config (plain BN); or set '
+            'crop_batch_padding=False.')
 
     def _out_strides(self) -> List[int]:
         return [2**(i + 2) for i in self.out_indices]

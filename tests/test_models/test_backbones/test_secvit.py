@@ -10,10 +10,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmsecvit.models import SecViT, parse_arch
-from mmsecvit.models.layers import (activation_checkpoint, depthwise_conv,
-                                    record_cluster_assignments)
+from mmsecvit.models.layers import (BATCH_NORMS, activation_checkpoint,
+                                    depthwise_conv, record_cluster_assignments)
 from mmsecvit.registry import MODELS
 from mmsecvit.testing import TEST_ARCH, arch_literal, randomize_weights
+from mmsecvit.utils.errors import ConfigValueError
 
 # Published parameter counts of the authors' classification models.
 PARAMS_WITH_HEAD = dict(
@@ -417,11 +418,134 @@ def test_crop_batch_padding_with_syncbn_and_norm_eval_never_syncs(
         for out, ref in zip(outs, expected):
             torch.testing.assert_close(out, ref)
     sum(out.sum() for out in outs).backward()
-    # The premise: SyncBN in training mode would sync.
+    # The premise: SyncBN in training mode would sync (without cropping;
+    # with it the forward refuses it before, see the test below).
     sync.norm_eval = False
+    sync.crop_batch_padding = False
     sync.train()
     with pytest.raises(ValueError, match='SyncBatchNorm expected input'):
         sync(batch)
+
+
+def _two_size_batch() -> torch.Tensor:
+    batch = torch.zeros(2, 3, 64, 96)
+    batch[0, :, :40, :56] = torch.randn(3, 40, 56)
+    batch[1] = torch.randn(3, 64, 96)
+    return batch
+
+
+class _SyncFails:
+    """Stands for mmcv's ``SyncBatchNormFunction``: fails if it runs."""
+
+    @staticmethod
+    def apply(*args):
+        raise AssertionError("mmcv's SyncBatchNorm synced")
+
+
+@pytest.fixture
+def syncing_fails(monkeypatch):
+    """A SyncBN layer that syncs fails: torch's finds a process group and
+    refuses the CPU input, mmcv's function raises. mmcv's SyncBatchNorm
+    asks the world size when it is built."""
+    import mmcv.ops.sync_bn as mmcv_sync_bn
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
+    monkeypatch.setattr(torch.distributed, 'get_world_size',
+                        lambda group=None: 1)
+    monkeypatch.setattr(mmcv_sync_bn, 'SyncBatchNormFunction', _SyncFails)
+
+
+def _convert(model: SecViT, implementation: str) -> SecViT:
+    if implementation == 'torch':
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    from mmengine.model import convert_sync_batchnorm
+    return convert_sync_batchnorm(model, implementation)
+
+
+@pytest.mark.parametrize('implementation', ['torch', 'mmcv'])
+@pytest.mark.parametrize('two_sizes', [True, False])
+def test_crop_batch_padding_refuses_syncbn_converted_after_building(
+        implementation, two_sizes, syncing_fails):
+    """SyncBN from MMEngine's sync_bn option (or convert_sync_batchnorm by
+    hand) escapes the constructor's check: the forward refuses it, on every
+    rank whatever the sizes of its batch, before any norm layer runs."""
+    model = _convert(small_model(crop_batch_padding=True), implementation)
+    model.train()
+    syncs = [m for m in model.modules() if 'SyncBatchNorm' in type(m).__name__]
+    assert syncs and all(m.training for m in syncs)
+    tracked = [m.num_batches_tracked.clone() for m in syncs]
+    batch = _two_size_batch() if two_sizes else torch.randn(2, 3, 64, 96)
+    with pytest.raises(ConfigValueError) as info:
+        model(batch)
+    message = str(info.value)
+    for part in ('crop_batch_padding=True', 'SyncBatchNorm',
+                 'patch_embed.proj.1', 'hang', 'set norm_eval=True',
+                 'remove sync_bn', 'crop_batch_padding=False'):
+        assert part in message, part
+    # No norm layer ran.
+    for module, before in zip(syncs, tracked):
+        torch.testing.assert_close(module.num_batches_tracked, before)
+
+
+@pytest.mark.parametrize('implementation', ['torch', 'mmcv'])
+def test_converted_syncbn_with_norm_eval_or_in_eval_mode_runs(
+        implementation, syncing_fails):
+    """norm_eval=True keeps the converted SyncBN layers in eval mode
+    (running statistics, folded, never synced), and so does model.eval():
+    both run, with BN's results."""
+    bn = small_model(crop_batch_padding=True, norm_eval=True)
+    sync = _convert(copy.deepcopy(bn), implementation)
+    frozen_bn = small_model(crop_batch_padding=True)
+    frozen_sync = _convert(copy.deepcopy(frozen_bn), implementation)
+    batch = _two_size_batch()
+    for model, ref, mode in [(sync, bn, True), (sync, bn, False),
+                             (frozen_sync, frozen_bn, False)]:
+        model.train(mode)
+        ref.train(mode)
+        torch.manual_seed(0)
+        outs = model(batch)
+        torch.manual_seed(0)
+        expected = ref(batch)
+        for out, ref_out in zip(outs, expected):
+            torch.testing.assert_close(out, ref_out)
+    # After training mode the guard sees the layers again.
+    frozen_sync.train()
+    with pytest.raises(ConfigValueError, match='SyncBatchNorm'):
+        frozen_sync(batch)
+
+
+def test_mmcv_syncbn_without_running_statistics_is_refused_in_eval_mode(
+        syncing_fails):
+    """mmcv's SyncBatchNorm without running statistics syncs in eval mode
+    too, so neither model.eval() nor norm_eval=True helps."""
+    model = _convert(
+        small_model(
+            crop_batch_padding=True,
+            norm_eval=True,
+            norm_cfg=dict(type='BN', track_running_stats=False)), 'mmcv')
+    for mode in (True, False):
+        model.train(mode)
+        with pytest.raises(ConfigValueError,
+                           match='track_running_stats=True'):
+            model(_two_size_batch())
+
+
+def test_syncbn_without_crop_batch_padding_is_not_refused():
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(small_model()).train()
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+    # No process group: torch's SyncBatchNorm normalises like BN.
+    outs = model(_two_size_batch())
+    assert all(torch.isfinite(out).all() for out in outs)
+
+
+def test_the_syncbn_guard_sees_every_batchnorm():
+    """The forward's guard looks at the stem and the downsamples only: they
+    must hold every BatchNorm layer of the backbone."""
+    model = small_model(crop_batch_padding=True, frozen_stages=1)
+    seen = {id(m) for _, holder in model._norm_holders()
+            for m in holder.modules()}
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS)]
+    assert len(norms) == 4 + 3
+    assert all(id(m) in seen for m in norms)
 
 
 def test_selective_checkpointing_on_an_old_torch_says_what_to_do(
