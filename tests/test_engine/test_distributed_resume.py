@@ -9,6 +9,7 @@ checkpoint hook and train loop as ``tools/train.py``.
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ NUM_SAMPLES = 24  # ToyRegressionDataset
 ITERS_PER_EPOCH = NUM_SAMPLES // (2 * 2)  # 2 ranks x batch 2
 
 
-def _launch(work_dir, *args, **extra_env):
+def _launch(work_dir, *args, timeout=240, **extra_env):
     env = dict(
         os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1', **extra_env)
     command = [
@@ -39,7 +40,7 @@ def _launch(work_dir, *args, **extra_env):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=240)
+        timeout=timeout)
 
 
 def _reports(work_dir):
@@ -176,3 +177,39 @@ def test_amp_on_cpu_trains_in_bfloat16_with_two_processes(tmp_path):
     rank0, rank1 = _reports(tmp_path)
     assert rank0['optim_wrapper'] == 'BF16AutocastOptimWrapper'
     assert rank0['params'] == rank1['params']
+
+
+def test_rank_that_sees_no_checkpoint_stops_the_resumed_run(tmp_path):
+    """Rank 1 resumes from a work dir of its own, empty, as on a node
+    where work_dir is not on a shared file system: it would train from
+    scratch while rank 0 resumes. Both ranks stop before training, saying
+    why, instead of training apart until DDP hangs."""
+    work_dir = tmp_path / 'exp'
+    first = _launch(work_dir, '--max-epochs', '1')
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert (work_dir / 'iter_6.pth').exists()
+    for rank in range(2):
+        os.remove(work_dir / f'rank{rank}.json')
+
+    resumed = _launch(
+        work_dir, '--resume', '--unshared-rank', '1', timeout=120)
+    assert resumed.returncode != 0
+    # Each rank raised the error (torch.distributed.run prefixes the lines
+    # of rank r with "[rankr]: ").
+    errors = dict(
+        re.findall(
+            r'^\[rank(\d)\]: mmsecvit\.utils\.errors\.'
+            r'UnsupportedEnvironmentError: (.*)$', resumed.stdout, re.M))
+    assert sorted(errors) == ['0', '1'], resumed.stdout[-3000:]
+    message = errors['0']
+    assert errors['1'] == message
+    # Saved at the end of the epoch's last iteration, before the epoch
+    # counter moved on.
+    assert (f'rank 0: iteration 6 (epoch 0), resumed from '
+            f'{work_dir / "iter_6.pth"}') in message
+    assert (f'rank 1: iteration 0 (epoch 0), nothing resumed (no checkpoint '
+            f'found in {work_dir}-rank1)') in message
+    assert 'put it on a shared file system' in message
+    # Neither rank trained (it would have saved iter_8.pth).
+    assert not (work_dir / 'iter_8.pth').exists()
+    assert not (work_dir / 'rank0.json').exists()

@@ -9,7 +9,9 @@ pass), like a node failure. ``--preemptible`` adds the PreemptionHook as
 ``tools/train.py`` does, ``--preempt-at N`` sends ``--preempt-signal`` to rank
 ``--preempt-rank`` at the start of iteration N, and ``--requeue-log FILE``
 makes the requeue command write the job id to FILE instead of calling
-``scontrol``. At the end every rank writes
+``scontrol``. ``--unshared-rank R`` gives rank R a work dir of its own,
+``WORK_DIR-rankR``, as on a node that does not see the shared one. At the
+end every rank writes
 ``rank{r}.json`` with hashes of its parameters and buffers, the sample
 indices it trained on and the final learning rate.
 """
@@ -173,7 +175,12 @@ def main():
     parser.add_argument('--preempt-rank', type=int, default=0)
     parser.add_argument('--preempt-signal', default='SIGTERM')
     parser.add_argument('--requeue-log', default=None)
+    parser.add_argument('--unshared-rank', type=int, default=None)
     args = parser.parse_args()
+    # The rank before any process group exists, as torch.distributed.run
+    # sets it.
+    if args.unshared_rank == int(os.environ.get('RANK', 0)):
+        args.work_dir = f'{args.work_dir}-rank{args.unshared_rank}'
     cfg = toy_config(args.work_dir, args)
     if args.preemptible:
         enable_preemption(cfg)

@@ -4,15 +4,17 @@ import logging
 import os
 import os.path as osp
 import random
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 import numpy as np
 import torch
-from mmengine.dist import all_gather_object, get_dist_info, is_main_process
+from mmengine.dist import (all_gather_object, get_dist_info, get_world_size,
+                           is_main_process)
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 
 from mmsecvit.registry import HOOKS
+from mmsecvit.utils.errors import UnsupportedEnvironmentError
 from mmsecvit.utils.fileio import ATOMIC_BACKEND_ARGS, atomic_write_text
 
 RNG_STATES_KEY = 'rng_states'
@@ -36,6 +38,32 @@ def _is_local_path(path: Optional[Union[str, os.PathLike]]) -> bool:
     Runner always creates on the local file system.
     """
     return path is None or '://' not in os.fspath(path)
+
+
+def _rank_list(ranks: List[int]) -> str:
+    """``rank 3`` or ``ranks 0-2, 5``."""
+    spans = []
+    for rank in ranks:
+        if spans and rank == spans[-1][1] + 1:
+            spans[-1][1] = rank
+        else:
+            spans.append([rank, rank])
+    text = ', '.join(f'{first}' if first == last else f'{first}-{last}'
+                     for first, last in spans)
+    return f'rank{"s" if len(ranks) > 1 else ""} {text}'
+
+
+def _describe_start(state: dict) -> str:
+    """Where one rank starts training, from its :meth:`_start_state`."""
+    where = f"iteration {state['iter']} (epoch {state['epoch']})"
+    if state['resumed']:
+        source = state['checkpoint'] or (
+            f"the latest checkpoint in {state['work_dir']}")
+        return f'{where}, resumed from {source}'
+    if state['checkpoint']:
+        return f"{where}, weights loaded from {state['checkpoint']}"
+    return (f"{where}, nothing resumed (no checkpoint found in "
+            f"{state['work_dir']}): training from scratch")
 
 
 def _warn(message: str) -> None:
@@ -92,6 +120,14 @@ class ResumableCheckpointHook(CheckpointHook):
       ``meta['rng_states']`` and restored on resume when the world size is
       unchanged, so dropout, drop-path and random proposal sampling continue
       as in an uninterrupted run.
+    - In a distributed run, every rank checks in ``before_train`` (after
+      MMEngine's ``load_or_resume``) that all ranks start at the same
+      iteration and epoch and that all or none of them resumed, and raises
+      :class:`~mmsecvit.utils.errors.UnsupportedEnvironmentError` otherwise.
+      Each rank picks the checkpoint to resume from in its own view of the
+      work directory: a node that cannot see the checkpoints would train
+      from scratch while the others resume, and DDP would go on with
+      diverging weights until it hangs.
 
     Checkpoints saved to a URI (``out_dir='s3://bucket/exp'``,
     ``petrel://``...) are not written atomically: the backend is the one
@@ -122,14 +158,68 @@ class ResumableCheckpointHook(CheckpointHook):
         # Settled in before_train, where out_dir defaults to the work
         # directory.
         self.backend_args = self._backend_args_for(self.out_dir)
+        # Set by after_load_checkpoint: whether this rank loaded a checkpoint
+        # before training, and whether it resumed from it.
+        self._loaded_checkpoint = False
+        self._resumed = False
 
     def before_train(self, runner) -> None:
-        """Choose the file backend for where the checkpoints go, then set up
-        as :class:`~mmengine.hooks.CheckpointHook` does."""
+        """Check that every rank starts where the others do, choose the file
+        backend for where the checkpoints go, then set up as
+        :class:`~mmengine.hooks.CheckpointHook` does.
+
+        Raises:
+            UnsupportedEnvironmentError: If the ranks of a distributed run
+                did not resume from the same point.
+        """
+        self._check_ranks_start_alike(runner)
         destination = (runner.work_dir
                        if self.out_dir is None else self.out_dir)
         self.backend_args = self._backend_args_for(destination)
         super().before_train(runner)
+
+    def _start_state(self, runner) -> dict:
+        """Where this rank starts training, to compare across ranks."""
+        return dict(
+            iter=runner.iter,
+            epoch=runner.epoch,
+            resumed=self._resumed,
+            checkpoint=(runner.cfg.get('load_from')
+                        if self._loaded_checkpoint else None),
+            work_dir=runner.work_dir)
+
+    def _check_ranks_start_alike(self, runner) -> None:
+        """Raise on every rank unless all ranks start at the same iteration
+        and epoch, and either all or none of them resumed.
+
+        Every rank of a distributed run gathers, whatever it loaded: a rank
+        that found no checkpoint may even have ``resume`` off (it then starts
+        from ``load_from_if_no_checkpoint``), and skipping the collective
+        there would hang the others. Single-process runs do nothing.
+        """
+        if get_world_size() <= 1:
+            return
+        states = all_gather_object(self._start_state(runner))
+        if len({(state['iter'], state['epoch'], state['resumed'])
+                for state in states}) <= 1:
+            return
+        groups = {}
+        for rank, state in enumerate(states):
+            key = tuple(sorted(state.items()))
+            groups.setdefault(key, []).append(rank)
+        starts = '; '.join(
+            f'{_rank_list(ranks)}: {_describe_start(dict(key))}'
+            for key, ranks in groups.items())
+        raise UnsupportedEnvironmentError(
+            f'The {len(states)} ranks of this distributed run did not '
+            f'resume from the same point ({starts}). Each rank looks for the '
+            'checkpoint to resume from in its own view of work_dir, so a '
+            'node that does not see the checkpoints (a work_dir that is not '
+            'on a shared file system, a stale NFS cache) trains from '
+            'scratch while the others resume, and DDP would go on with '
+            'diverging weights and counters. Every rank must see the same '
+            'work_dir: put it on a shared file system, or pass --resume PATH '
+            'to a checkpoint all nodes can read.')
 
     def _backend_args_for(self, destination) -> Optional[dict]:
         """``backend_args`` for checkpoints saved under ``destination``
@@ -215,8 +305,11 @@ class ResumableCheckpointHook(CheckpointHook):
             self.file_backend.rmtree(path)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Restore this rank's RNG states when resuming."""
-        if not runner.cfg.get('resume', False):
+        """Record that this rank loaded a checkpoint (for the check in
+        :meth:`before_train`) and restore its RNG states when resuming."""
+        self._loaded_checkpoint = True
+        self._resumed = bool(runner.cfg.get('resume', False))
+        if not self._resumed:
             return
         states = checkpoint.get('meta', {}).get(RNG_STATES_KEY)
         rank, world_size = get_dist_info()

@@ -1,7 +1,8 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 """The file backend :class:`ResumableCheckpointHook` chooses for where the
-checkpoints go, and RNG states restored after a checkpoint was loaded onto a
-GPU, simulated on the CPU."""
+checkpoints go, RNG states restored after a checkpoint was loaded onto a
+GPU, simulated on the CPU, and the check that the ranks of a distributed run
+resumed alike, with the collective simulated in one process."""
 import logging
 import random
 import sys
@@ -18,6 +19,7 @@ from mmsecvit.engine.hooks import checkpoint_hook
 from mmsecvit.engine.hooks.checkpoint_hook import (get_rng_states,
                                                    set_rng_states)
 from mmsecvit.utils import ATOMIC_BACKEND_ARGS, AtomicLocalBackend
+from mmsecvit.utils.errors import UnsupportedEnvironmentError
 
 
 @pytest.fixture
@@ -30,6 +32,9 @@ def runner(tmp_path):
         saved.append(dict(kwargs, out_dir=out_dir, filename=filename))
 
     return SimpleNamespace(
+        iter=0,
+        epoch=0,
+        cfg=dict(),
         work_dir=str(tmp_path / 'exp'),
         logger=MMLogger.get_instance('test_checkpoint_hook'),
         message_hub=MessageHub.get_instance('test_checkpoint_hook'),
@@ -219,3 +224,137 @@ def test_cuda_states_without_cuda_are_skipped_with_a_warning(
     set_rng_states(_saved_on_cuda(2))
     (message, ) = warnings_logged
     assert 'CUDA is not available' in message
+
+
+def _rank(runner, cfg=None, checkpoint_iter=None):
+    """A hook and its runner as one rank starts training: it loaded a
+    checkpoint of iteration ``checkpoint_iter`` (6 per epoch) if one is
+    given, with ``cfg`` (resume, load_from)."""
+    hook = ResumableCheckpointHook(interval=1)
+    rank_runner = SimpleNamespace(**vars(runner))
+    rank_runner.cfg = dict(cfg or {})
+    if checkpoint_iter is not None:
+        hook.after_load_checkpoint(rank_runner, dict(meta={}))
+        rank_runner.iter = checkpoint_iter
+        rank_runner.epoch = checkpoint_iter // 6
+    return hook, rank_runner
+
+
+class _Gathered(Exception):
+    pass
+
+
+def _start_training(monkeypatch, ranks):
+    """Call ``before_train`` on each ``(hook, runner)`` as if they were the
+    ranks of one distributed run: every ``all_gather_object`` returns the
+    objects of all ranks. Returns what each rank raised (None if nothing)
+    and how many collectives each one called."""
+    monkeypatch.setattr(checkpoint_hook, 'get_world_size', lambda: len(ranks))
+    sent = []
+
+    def collect(obj):
+        sent.append(obj)
+        raise _Gathered
+
+    monkeypatch.setattr(checkpoint_hook, 'all_gather_object', collect)
+    for hook, runner in ranks:
+        with pytest.raises(_Gathered):
+            hook.before_train(runner)
+
+    calls = []
+
+    def gather(obj):
+        calls.append(obj)
+        return list(sent)
+
+    monkeypatch.setattr(checkpoint_hook, 'all_gather_object', gather)
+    errors = []
+    for hook, runner in ranks:
+        try:
+            hook.before_train(runner)
+        except UnsupportedEnvironmentError as error:
+            errors.append(error)
+        else:
+            errors.append(None)
+    return errors, len(calls)
+
+
+def test_ranks_that_resumed_alike_start_training(monkeypatch, runner,
+                                                 warnings_logged):
+    cfg = dict(resume=True, load_from='/shared/exp/iter_8.pth')
+    ranks = [_rank(runner, cfg, checkpoint_iter=8) for _ in range(2)]
+    errors, calls = _start_training(monkeypatch, ranks)
+    assert errors == [None, None]
+    assert calls == 2
+    # before_train went on to set the hook up.
+    assert all(type(hook.file_backend) is AtomicLocalBackend
+               for hook, _ in ranks)
+
+
+def test_ranks_that_all_start_afresh_start_training(monkeypatch, runner):
+    ranks = [_rank(runner, dict(resume=True)) for _ in range(3)]
+    errors, _ = _start_training(monkeypatch, ranks)
+    assert errors == [None, None, None]
+
+
+def test_rank_that_missed_the_checkpoint_stops_every_rank(
+        monkeypatch, runner, warnings_logged):
+    cfg = dict(resume=True, load_from='/shared/exp/iter_8.pth')
+    ranks = [
+        _rank(runner, cfg, checkpoint_iter=8),
+        _rank(runner, cfg, checkpoint_iter=8),
+        # This node saw no checkpoint: prepare_runtime left load_from unset.
+        _rank(runner, dict(resume=True)),
+    ]
+    errors, _ = _start_training(monkeypatch, ranks)
+    assert all(errors)
+    message = str(errors[0])
+    assert all(str(error) == message for error in errors)
+    assert ('ranks 0-1: iteration 8 (epoch 1), resumed from '
+            '/shared/exp/iter_8.pth') in message
+    assert (f'rank 2: iteration 0 (epoch 0), nothing resumed (no checkpoint '
+            f'found in {runner.work_dir}): training from scratch') in message
+    assert 'shared file system' in message
+    assert '--resume PATH' in message
+
+
+def test_ranks_resumed_from_different_iterations_stop(monkeypatch, runner,
+                                                      warnings_logged):
+    # A stale NFS cache shows one node an older checkpoint.
+    ranks = [
+        _rank(runner, dict(resume=True, load_from='/exp/iter_8.pth'),
+              checkpoint_iter=8),
+        _rank(runner, dict(resume=True, load_from='/exp/iter_4.pth'),
+              checkpoint_iter=4),
+    ]
+    errors, _ = _start_training(monkeypatch, ranks)
+    assert all(errors)
+    assert 'rank 0: iteration 8 (epoch 1)' in str(errors[1])
+    assert 'rank 1: iteration 4 (epoch 0)' in str(errors[1])
+
+
+def test_rank_that_started_from_the_initial_weights_stops(
+        monkeypatch, runner, warnings_logged):
+    # Without a checkpoint, prepare_runtime turns resume off and loads the
+    # config's load_from_if_no_checkpoint: that rank still gathers.
+    ranks = [
+        _rank(runner, dict(resume=True, load_from='/exp/iter_8.pth'),
+              checkpoint_iter=8),
+        _rank(runner, dict(resume=False, load_from='/weights/init.pth'),
+              checkpoint_iter=0),
+    ]
+    errors, calls = _start_training(monkeypatch, ranks)
+    assert calls == 2
+    assert all(errors)
+    assert ('rank 1: iteration 0 (epoch 0), weights loaded from '
+            '/weights/init.pth') in str(errors[0])
+
+
+def test_single_process_gathers_nothing(monkeypatch, runner):
+
+    def gather(obj):
+        raise AssertionError('no collective in a single-process run')
+
+    monkeypatch.setattr(checkpoint_hook, 'all_gather_object', gather)
+    hook, rank_runner = _rank(runner, dict(resume=True))
+    hook.before_train(rank_runner)
