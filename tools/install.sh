@@ -134,13 +134,13 @@ echo "setuptools>=77,<82" >>"$CONSTRAINTS"
 
 # 2. torch. An installed torch (CPU or a CUDA build the user chose) is kept:
 #    an unpinned 'pip install torch' would pull a multi-GB CUDA build.
-# mmsecvit needs torch>=2.5.0 (mmsecvit/utils/version_check.py,
+# mmsecvit needs torch>=2.6.0 (mmsecvit/utils/version_check.py,
 # MIN_TORCH_VERSION); an older one is kept too, so say so now rather than
 # after compiling mmcv against it.
-MIN_TORCH="torch>=2.5.0.dev0"  # its pre-releases too (e.g. NVIDIA containers' 2.5.0a0)
+MIN_TORCH="torch>=2.6.0.dev0"  # its pre-releases too (e.g. NVIDIA containers' 2.6.0a0)
 if [[ -z "$(unmet torch)" ]]; then
     if [[ -n "$(unmet "$MIN_TORCH")" ]]; then
-        die "the installed torch ($("$PYTHON" -c 'from importlib.metadata import version; print(version("torch"))' 2>/dev/null || echo unknown)) is too old: mmsecvit needs torch 2.5 or newer. Install a newer torch first (the build for your CUDA driver, e.g. pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128), then run this again."
+        die "the installed torch ($("$PYTHON" -c 'from importlib.metadata import version; print(version("torch"))' 2>/dev/null || echo unknown)) is too old: mmsecvit needs torch 2.6 or newer. Install a newer torch first (the build for your CUDA driver, e.g. pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128), then run this again."
     fi
     log "torch: already installed, kept as it is"
 else

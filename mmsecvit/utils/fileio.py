@@ -152,7 +152,13 @@ def _is_intact_zip(path: str) -> bool:
 
 
 def _refusal_reason(message: str) -> str:
-    """The paragraph of torch's message that names what was refused."""
+    """The part of torch's message that names what was refused: the line
+    about the unsupported global (torch 2.6 puts it in its first
+    paragraph), else the first paragraph that is not boilerplate."""
+    for line in message.splitlines():
+        line = line.strip().replace('WeightsUnpickler error: ', '')
+        if 'unsupported global' in line.lower():
+            return line
     boilerplate = ('Weights only load failed', 'Check the documentation',
                    'Please file an issue')
     for paragraph in message.split('\n\n'):

@@ -21,11 +21,13 @@ SUPPORTED_VERSIONS: Dict[str, Tuple[str, str]] = {
 }
 # Needed to import mmsecvit; the others only by their own configs and tools.
 REQUIRED_PACKAGES = ('mmcv', 'mmengine')
-#: The oldest torch whose APIs mmsecvit calls: ``torch.serialization.
-#: safe_globals`` (2.5; loading pretrained weights), ``add_safe_globals``
-#: and ``torch.is_autocast_enabled(device_type)`` (2.4), ``torch.compiler.
-#: is_compiling`` (2.3). Tested with :data:`TESTED_VERSIONS` only.
-MIN_TORCH_VERSION = '2.5.0'
+#: The oldest torch whose APIs mmsecvit calls: ``add_safe_globals`` with
+#: ``(object, name)`` pairs (2.6; loading MMEngine checkpoints safely, e.g.
+#: to resume: torch 2.5 refuses them), ``torch.serialization.safe_globals``
+#: (2.5), ``torch.is_autocast_enabled(device_type)`` (2.4),
+#: ``torch.compiler.is_compiling`` (2.3). The test suite ran on 2.6.0 and
+#: 2.13.0 (:data:`TESTED_VERSIONS`).
+MIN_TORCH_VERSION = '2.6.0'
 TESTED_VERSIONS = {
     'torch': '2.13.0',
     'mmcv': '2.1.0',
@@ -116,7 +118,7 @@ def _check_torch(version) -> Optional[str]:
     if version is None:
         return f'torch is not installed: {fix}'
     # By the release numbers alone: pre-release builds of a supported
-    # version (e.g. NVIDIA's containers' '2.5.0a0+...') have its APIs.
+    # version (e.g. NVIDIA's containers' '2.6.0a0+...') have its APIs.
     if _release(version) < _release(MIN_TORCH_VERSION):
         return (f'torch=={version} is installed, but mmsecvit needs '
                 f'torch>={MIN_TORCH_VERSION}: {fix}')

@@ -137,3 +137,20 @@ def test_atomic_write_tries_another_temporary_name_when_taken(
     atomic_write_bytes(b'complete', tmp_path / 'latest.pth')
     assert (tmp_path / 'latest.pth').read_bytes() == b'complete'
     assert (tmp_path / '.latest.pth.taken.tmp').read_bytes() == b'someone else'
+
+
+@pytest.mark.parametrize('message', [
+    # torch 2.6: the refused global in the first paragraph.
+    'Weights only load failed. In PyTorch 2.6, we changed the default value '
+    'of the `weights_only` argument. Do it only if you got the file from a '
+    'trusted source.\nTrying to load unsupported GLOBAL posix.system whose '
+    'module posix is blocked.\n\nCheck the documentation of torch.load.',
+    # torch 2.13: a paragraph of its own.
+    'Weights only load failed. Do it only if you trust the source.\n\n\n'
+    'Trying to load unsupported GLOBAL posix.system whose module posix is '
+    'blocked.\n\nCheck the documentation of torch.load.',
+])
+def test_refusal_names_the_global_in_either_message_layout(message):
+    assert fileio._refusal_reason(message) == (
+        'Trying to load unsupported GLOBAL posix.system whose module posix '
+        'is blocked.')

@@ -69,8 +69,8 @@ def test_all_problems_are_reported_together():
     assert 'mmdet==3.4.0' in str(error.value)
 
 
-@pytest.mark.parametrize('version', ['2.13.0+cpu', '2.5.0',
-                                     '2.5.0a0+872d972e41.nv24.08'])
+@pytest.mark.parametrize('version', ['2.13.0+cpu', '2.6.0',
+                                     '2.6.0a0+ecf3bae40a.nv25.01'])
 def test_supported_torch_passes(version):
     check_versions(dict(GOOD, torch=version))
 
