@@ -514,6 +514,12 @@ class SecViT(BaseModule):
         if out_norm:
             for i in self.out_indices:
                 self.add_module(f'norm{i}', LayerNorm2d(self.embed_dims[i]))
+        # Whether each stage is output, fixed here like the output norms.
+        # The forward reads these constants: torch 2.6's Dynamo, with
+        # dynamic shapes, evaluated ``i in self.out_indices`` there as False
+        # and the compiled model returned no maps at all.
+        self._stage_outputs = tuple(i in self.out_indices
+                                    for i in range(len(self.layers)))
         self._freeze_stages()
 
     # ------------------------------------------------------------------
@@ -754,9 +760,10 @@ class SecViT(BaseModule):
         # per token without a transpose. Outputs go back to NCHW.
         x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
         outs = []
-        for i, stage in enumerate(self.layers):
+        for i, (stage, wanted) in enumerate(
+                zip(self.layers, self._stage_outputs)):
             out, x = stage(x)
-            if i in self.out_indices:
+            if wanted:
                 if self.out_norm:
                     out = getattr(self, f'norm{i}')(out)
                 outs.append(out.contiguous())
