@@ -3,6 +3,7 @@
 Runtime at several input sizes."""
 import importlib.util
 import os.path as osp
+import warnings
 
 import pytest
 import torch
@@ -167,3 +168,19 @@ class _ComplexOp(nn.Module):
 def test_unsupported_operator_gets_an_error_naming_it(tmp_path):
     with pytest.raises(ExportError, match='operator aten::complex'):
         export_onnx(_ComplexOp().eval(), str(tmp_path / 'x.onnx'), (4, 4))
+
+
+def test_export_records_no_size_as_a_constant(tmp_path):
+    # The tracer warns where Python turns a traced size into a constant
+    # ("the trace might not generalize"). The eager-only fast paths must
+    # decide from the capture flags first, not from a traced size.
+    model = small_backbone('num_clusters')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        export_onnx(model, str(tmp_path / 'secvit.onnx'), (64, 96))
+    ours = [
+        f'{osp.relpath(w.filename, REPO_ROOT)}:{w.lineno}: {w.message}'
+        for w in caught if issubclass(w.category, torch.jit.TracerWarning)
+        and osp.join(REPO_ROOT, 'mmsecvit') in osp.abspath(w.filename)
+    ]
+    assert not ours, '\n'.join(ours)

@@ -151,14 +151,16 @@ def fusion_applies(x: torch.Tensor) -> bool:
     exported, CPU autocast is off, oneDNN is available and
     :func:`onednn_fusion` has not switched the fusion off.
     """
-    return x.numel() >= _min_numel and _onednn_inference(x)
+    # The flags first: while a graph is traced for export, ``numel`` is a
+    # traced value, and comparing it would record the size as a constant.
+    return _onednn_inference(x) and x.numel() >= _min_numel
 
 
 def prepacking_applies(x: torch.Tensor) -> bool:
     """Whether convolutions of the input ``x`` read prepacked weights: where
     the fused kernels could run (see :func:`fusion_applies`), for maps of
     fewer than :data:`MAX_PREPACKED_NUMEL` values, batch included."""
-    return x.numel() < MAX_PREPACKED_NUMEL and _onednn_inference(x)
+    return _onednn_inference(x) and x.numel() < MAX_PREPACKED_NUMEL
 
 
 def has_forward_hooks(module: nn.Module) -> bool:
