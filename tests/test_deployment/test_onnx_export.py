@@ -12,9 +12,11 @@ from mmengine.config import Config
 
 from mmsecvit.deployment import onnx_export
 from mmsecvit.deployment.onnx_export import (ExportError, build_export_model,
+                                             cluster_order_session,
                                              export_onnx, near_tie,
                                              verification_inputs, verify_onnx)
 from mmsecvit.models import SecViT
+from mmsecvit.models.layers import sec_attention
 from mmsecvit.testing import TEST_ARCH, randomize_weights
 
 pytest.importorskip('onnxruntime')
@@ -87,10 +89,36 @@ def test_verification_catches_a_wrong_graph(tmp_path):
     assert not verify_onnx(model, path, [(1, 64, 64)])[0].passed
 
 
-def test_a_mismatch_on_a_near_tie_redraws_the_input(monkeypatch, tmp_path):
+def test_verification_clusters_as_onnx_runtime_ranks(monkeypatch, tmp_path):
+    # Where two correct implementations rank a near-tie differently, their
+    # clusters differ. Simulated here by a PyTorch whose ranking moves the
+    # last token of each cluster to the next one, after the export.
+    model = small_backbone('num_clusters')
+    path = str(tmp_path / 'secvit.onnx')
+    export_onnx(model, path, (64, 96))
+    ordered = cluster_order_session(model, path)
+    assert ordered.modules == [f'layers.{i}.blocks.0.attn' for i in range(3)]
+    rank = sec_attention.sec_order
+    monkeypatch.setattr(sec_attention, 'sec_order',
+                        lambda k: rank(k).roll(1, dims=-1))
+    cases = [(1, 64, 96), (2, 68, 100)]
+    assert all(check.passed and not check.redraws
+               for check in verify_onnx(model, path, cases, max_redraws=0))
+    # Without ONNX Runtime's rankings the same check fails.
+    monkeypatch.setattr(onnx_export, 'cluster_order_session',
+                        lambda model, path: None)
+    assert not any(check.passed
+                   for check in verify_onnx(model, path, cases,
+                                            max_redraws=0))
+
+
+def test_without_rankings_a_mismatch_on_a_near_tie_redraws_the_input(
+        monkeypatch, tmp_path):
     model = small_backbone('num_clusters')
     path = str(tmp_path / 'secvit.onnx')
     export_onnx(model, path, (32, 32), dynamic=False)
+    monkeypatch.setattr(onnx_export, 'cluster_order_session',
+                        lambda model, path: None)
     results = iter([(1.0, False), (1e-6, True)])
     monkeypatch.setattr(onnx_export, '_compare', lambda *args: next(results))
     monkeypatch.setattr(onnx_export, 'near_tie', lambda model, x: True)
@@ -120,6 +148,10 @@ def test_retinanet_exports_whole_with_dynamic_size(tmp_path):
     names = export_onnx(model, path, (64, 96))
     # cls_scores and bbox_preds of the 5 FPN levels.
     assert names[0] == 'output0_0' and len(names) == 10
+    # The rankings of the whole model's backbone are found by module path.
+    assert cluster_order_session(model, path).modules == [
+        f'model.backbone.layers.{i}.blocks.0.attn' for i in range(3)
+    ]
     checks = verify_onnx(model, path,
                          verification_inputs(model, (64, 96), True))
     assert all(check.passed for check in checks), checks

@@ -9,8 +9,8 @@ from .param_cache import cached_derivation, clear_derived_params
 from .rope import RoPE2d, apply_rope
 from .sec_attention import (SECAttention, clustered_attention,
                             clustered_attention_traceable,
-                            record_cluster_assignments, resolve_cluster_length,
-                            sec_order)
+                            forced_cluster_orders, record_cluster_assignments,
+                            resolve_cluster_length, sec_order)
 
 __all__ = [
     'BATCH_NORMS', 'LayerNorm2d', 'RoPE2d', 'batch_norm', 'apply_rope',
@@ -19,5 +19,6 @@ __all__ = [
     'resolve_cluster_length', 'sec_order', 'conv2d_add_', 'conv2d_gelu',
     'fold_conv_norm', 'fusion_applies', 'onednn_fusion', 'scaled_conv_params',
     'add_scaled_', 'gelu_', 'has_forward_hooks', 'residual_conv_',
-    'cached_derivation', 'clear_derived_params', 'depthwise_conv2d'
+    'cached_derivation', 'clear_derived_params', 'depthwise_conv2d',
+    'forced_cluster_orders'
 ]

@@ -522,6 +522,9 @@ class SECAttention(nn.Module):
         self.out_proj = nn.Conv2d(embed_dims, embed_dims, 1)
         # A list while cluster assignments are being recorded, else None.
         self.cluster_records: Optional[list] = None
+        # The ranking to use instead of this module's own, within
+        # :func:`forced_cluster_orders`; else None.
+        self.forced_order: Optional[torch.Tensor] = None
 
     def extra_repr(self) -> str:
         return (f'num_heads={self.num_heads}, num_clusters='
@@ -579,7 +582,10 @@ class SECAttention(nn.Module):
             length = resolve_cluster_length(n, self.num_clusters,
                                             self.cluster_mode,
                                             self.cluster_size)
-            order = sec_order(qkv[..., 1, :]) if length < n else None
+            order = None
+            if length < n:
+                order = self.forced_order if self.forced_order is not None \
+                    else sec_order(qkv[..., 1, :])
             out = clustered_attention_packed(qkv, length, order)
             if self.cluster_records is not None:
                 self._record(order, length, (b, h, w))
@@ -659,3 +665,41 @@ def record_cluster_assignments(
     finally:
         for module in attentions.values():
             module.cluster_records = None
+
+
+@contextmanager
+def forced_cluster_orders(model: nn.Module,
+                          orders: Dict[str, torch.Tensor]) -> Iterator[None]:
+    """Make the :class:`SECAttention` modules of ``model`` named in
+    ``orders`` cluster by the given ranking instead of their own.
+
+    Used to compare a model with another implementation of it (e.g. an
+    ONNX Runtime session) given the same clusters: where two correct
+    implementations round a near-tie differently, their own rankings put a
+    token into different clusters. A module that does not cluster at its
+    input size (global attention) ignores its entry.
+
+    Args:
+        model (nn.Module): A model holding SEC attention modules.
+        orders (dict[str, Tensor]): Module name (as in
+            ``model.named_modules()``) to a ranking of shape (B, heads, N),
+            as :func:`sec_order` returns it, for the next forward's input.
+
+    Raises:
+        KeyError: A name in ``orders`` is no SEC attention of ``model``.
+    """
+    attentions = {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, SECAttention)
+    }
+    unknown = sorted(set(orders) - set(attentions))
+    if unknown:
+        raise KeyError(f'No SECAttention named {unknown} in the model.')
+    try:
+        for name, order in orders.items():
+            attentions[name].forced_order = order
+        yield
+    finally:
+        for name in orders:
+            attentions[name].forced_order = None

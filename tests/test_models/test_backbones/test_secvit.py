@@ -11,7 +11,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmsecvit.models import SecViT, parse_arch
 from mmsecvit.models.layers import (BATCH_NORMS, activation_checkpoint,
-                                    depthwise_conv, record_cluster_assignments)
+                                    depthwise_conv, forced_cluster_orders,
+                                    record_cluster_assignments)
+from mmsecvit.models.layers.sec_attention import cluster_labels
 from mmsecvit.registry import MODELS
 from mmsecvit.testing import TEST_ARCH, arch_literal, randomize_weights
 from mmsecvit.utils.errors import ConfigValueError
@@ -171,6 +173,39 @@ def test_paper_mode_keeps_the_number_of_clusters():
     labels = records['layers.0.blocks.0.attn'][0]
     for image_labels in labels.flatten(1):
         assert torch.bincount(image_labels).tolist() == [96] * 4
+
+
+def test_forced_orders_replace_the_ranking_of_the_named_blocks():
+    # float64: the forced ranking is the model's own, so any difference
+    # would be the mechanism's, not rounding.
+    model = small_model().double().eval()
+    x = torch.rand(1, 3, 64, 96, dtype=torch.float64)
+    name = 'layers.0.blocks.0.attn'
+    with torch.no_grad(), record_cluster_assignments(model) as records:
+        expected = model(x)
+    tokens = 16 * 24
+    own = records[name][0].flatten(2).argsort(dim=-1, stable=True)
+    assert torch.equal(cluster_labels(own, tokens // 4), records[name][0]
+                       .flatten(2))
+    with torch.no_grad(), forced_cluster_orders(model, {name: own}):
+        same = model(x)
+    for out, ref in zip(same, expected):
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+
+    # Another ranking (the last token of each cluster moved to the next):
+    # the block clusters by it, the others by their own.
+    other = own.roll(1, dims=-1)
+    with torch.no_grad(), forced_cluster_orders(model, {name: other}), \
+            record_cluster_assignments(model) as forced:
+        changed = model(x)
+    assert torch.equal(forced[name][0].flatten(2),
+                       cluster_labels(other, tokens // 4))
+    assert not torch.allclose(changed[0], expected[0])
+    # Outside the context the model ranks by itself again.
+    assert model.layers[0].blocks[0].attn.forced_order is None
+    with pytest.raises(KeyError, match='layers.9'):
+        with forced_cluster_orders(model, {'layers.9.attn': own}):
+            pass
 
 
 def test_out_norm_false_returns_raw_stage_outputs():
