@@ -584,8 +584,9 @@ class SECAttention(nn.Module):
                                             self.cluster_size)
             order = None
             if length < n:
-                order = self.forced_order if self.forced_order is not None \
-                    else sec_order(qkv[..., 1, :])
+                order = self._forced_order((b, self.num_heads, n))
+                if order is None:
+                    order = sec_order(qkv[..., 1, :])
             out = clustered_attention_packed(qkv, length, order)
             if self.cluster_records is not None:
                 self._record(order, length, (b, h, w))
@@ -603,6 +604,17 @@ class SECAttention(nn.Module):
         if identity is None:
             return self.out_proj(out)
         return residual_conv_(identity, self.out_proj, out, scale)
+
+    def _forced_order(self, shape: tuple) -> Optional[torch.Tensor]:
+        """The ranking set by :func:`forced_cluster_orders`, if any, after
+        checking that it ranks this input's tokens."""
+        order = self.forced_order
+        if order is not None and tuple(order.shape) != shape:
+            raise ValueError(
+                f'The forced cluster order has shape {tuple(order.shape)}, '
+                f'but this input needs (batch, heads, tokens) = {shape}: '
+                f'give each SEC attention the ranking of the input it gets.')
+        return order
 
     def _qkv_weights_by_head(self) -> tuple:
         """Weight and bias of ``qkv`` with the output channels reordered from

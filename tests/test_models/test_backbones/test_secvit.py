@@ -203,6 +203,10 @@ def test_forced_orders_replace_the_ranking_of_the_named_blocks():
     assert not torch.allclose(changed[0], expected[0])
     # Outside the context the model ranks by itself again.
     assert model.layers[0].blocks[0].attn.forced_order is None
+    # A ranking of another input is refused, not used.
+    with pytest.raises(ValueError, match=r'\(batch, heads, tokens\)'):
+        with torch.no_grad(), forced_cluster_orders(model, {name: own}):
+            model(torch.rand(1, 3, 64, 64, dtype=torch.float64))
     with pytest.raises(KeyError, match='layers.9'):
         with forced_cluster_orders(model, {'layers.9.attn': own}):
             pass
