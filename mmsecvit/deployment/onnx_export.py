@@ -27,10 +27,11 @@ from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner.checkpoint import load_state_dict
 
 from mmsecvit.models import SecViT
-from mmsecvit.models.layers import (SECAttention, forced_cluster_orders,
+from mmsecvit.models.layers import (forced_cluster_orders,
                                     record_cluster_assignments)
 from mmsecvit.models.layers.sec_attention import (CLUSTER_MODES,
-                                                  resolve_cluster_length)
+                                                  resolve_cluster_length,
+                                                  sec_attention_modules)
 from mmsecvit.utils.errors import ConfigValueError, MMSecViTUserError
 from mmsecvit.utils.fileio import load_checkpoint_file
 
@@ -386,10 +387,7 @@ def cluster_order_session(model: nn.Module,
     :class:`TensorForward`).
     """
     import onnx
-    attentions = [
-        name for name, module in model.named_modules()
-        if isinstance(module, SECAttention)
-    ]
+    attentions = sec_attention_modules(model)
     proto = onnx.load(onnx_file)
     modules = []
     for node in proto.graph.node:

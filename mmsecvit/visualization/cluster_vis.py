@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mmsecvit.models.layers import (SECAttention, record_cluster_assignments,
-                                    resolve_cluster_length)
+from mmsecvit.models.layers import (record_cluster_assignments,
+                                    resolve_cluster_length,
+                                    sec_attention_modules)
 from mmsecvit.utils.errors import ConfigValueError
 
 # The normalisation of the detection and segmentation configs (ImageNet
@@ -139,11 +140,7 @@ def collect_cluster_maps(backbone: nn.Module,
     Returns:
         list[ClusterMap]: One map per SEC attention.
     """
-    attentions = {
-        name: module
-        for name, module in backbone.named_modules()
-        if isinstance(module, SECAttention)
-    }
+    attentions = sec_attention_modules(backbone)
     if not attentions:
         raise ConfigValueError(
             f'{type(backbone).__name__} has no SECAttention module; pass a '

@@ -10,7 +10,8 @@ from .rope import RoPE2d, apply_rope
 from .sec_attention import (SECAttention, clustered_attention,
                             clustered_attention_traceable,
                             forced_cluster_orders, record_cluster_assignments,
-                            resolve_cluster_length, sec_order)
+                            resolve_cluster_length, sec_attention_modules,
+                            sec_order)
 
 __all__ = [
     'BATCH_NORMS', 'LayerNorm2d', 'RoPE2d', 'batch_norm', 'apply_rope',
@@ -20,5 +21,5 @@ __all__ = [
     'fold_conv_norm', 'fusion_applies', 'onednn_fusion', 'scaled_conv_params',
     'add_scaled_', 'gelu_', 'has_forward_hooks', 'residual_conv_',
     'cached_derivation', 'clear_derived_params', 'depthwise_conv2d',
-    'forced_cluster_orders'
+    'forced_cluster_orders', 'sec_attention_modules'
 ]

@@ -643,6 +643,16 @@ class SECAttention(nn.Module):
         self.cluster_records.append(labels.reshape(b, self.num_heads, h, w))
 
 
+def sec_attention_modules(model: nn.Module) -> Dict[str, SECAttention]:
+    """The :class:`SECAttention` modules of ``model`` by their names in
+    ``model.named_modules()``, in that order."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, SECAttention)
+    }
+
+
 @contextmanager
 def record_cluster_assignments(
         model: nn.Module) -> Iterator[Dict[str, list]]:
@@ -664,11 +674,7 @@ def record_cluster_assignments(
         >>> records['layers.0.blocks.0.attn'][0].shape
         torch.Size([1, 1, 16, 16])
     """
-    attentions = {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, SECAttention)
-    }
+    attentions = sec_attention_modules(model)
     records: Dict[str, list] = {name: [] for name in attentions}
     for name, module in attentions.items():
         module.cluster_records = records[name]
@@ -700,11 +706,7 @@ def forced_cluster_orders(model: nn.Module,
     Raises:
         KeyError: A name in ``orders`` is no SEC attention of ``model``.
     """
-    attentions = {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, SECAttention)
-    }
+    attentions = sec_attention_modules(model)
     unknown = sorted(set(orders) - set(attentions))
     if unknown:
         raise KeyError(f'No SECAttention named {unknown} in the model.')
