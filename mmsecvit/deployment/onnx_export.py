@@ -268,12 +268,15 @@ _ORT_OP_PATTERNS = (r'implementation for (\w+)',
                     r'for operator (\w+)')
 
 
-def ort_session(path: str):
-    """An ONNX Runtime CPU session of ``path``; an operator that ONNX
-    Runtime cannot load raises :class:`ExportError` naming it."""
+def ort_session(path: str, model: Optional[bytes] = None):
+    """An ONNX Runtime CPU session of ``path`` (or of ``model``, a
+    serialized graph derived from it); an operator that ONNX Runtime cannot
+    load raises :class:`ExportError` naming it."""
     import onnxruntime as ort
     try:
-        return ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+        return ort.InferenceSession(
+            path if model is None else model,
+            providers=['CPUExecutionProvider'])
     except Exception as error:
         message = str(error).strip()
         ops = (re.search(pattern, message) for pattern in _ORT_OP_PATTERNS)
@@ -406,10 +409,8 @@ def cluster_order_session(model: nn.Module,
             modules.append(name)
     if not modules:
         return None
-    import onnxruntime as ort
-    session = ort.InferenceSession(
-        proto.SerializeToString(), providers=['CPUExecutionProvider'])
-    return _OrderSession(session, modules)
+    return _OrderSession(
+        ort_session(onnx_file, proto.SerializeToString()), modules)
 
 
 def verify_onnx(model: nn.Module,
