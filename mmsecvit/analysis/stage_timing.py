@@ -72,10 +72,11 @@ class PartTimes:
 
 @contextmanager
 def _part_timers(parts: Sequence[Tuple[str, nn.Module]],
-                 device: torch.device, times: PartTimes,
+                 device: torch.device, seconds: Dict[str, float],
                  clock: Callable[[], float]) -> Iterator[None]:
-    """Forward hooks appending each part's seconds per call to ``times``
-    (CUDA synchronised before each reading); removed on exit."""
+    """Forward hooks adding each part's seconds to ``seconds`` (a part
+    called twice counts twice; CUDA synchronised before each reading);
+    removed on exit."""
     starts: Dict[str, float] = {}
 
     def start(name):
@@ -90,8 +91,7 @@ def _part_timers(parts: Sequence[Tuple[str, nn.Module]],
 
         def hook(module, args, output):
             synchronize(device)
-            times.seconds.setdefault(name, []).append(clock() -
-                                                      starts.pop(name))
+            seconds[name] = seconds.get(name, 0.) + clock() - starts.pop(name)
 
         return hook
 
@@ -130,23 +130,31 @@ def time_parts(models: Sequence[nn.Module],
     if repeats < 1:
         raise ConfigValueError(f'repeats must be at least 1, got {repeats}.')
     device = x.device
+    # Found first, so that a model without stages fails before warm-up.
+    model_parts = [backbone_parts(model) for model in models]
     results = [PartTimes() for _ in models]
     with torch.no_grad():
         for _ in range(warmup):
             for model in models:
                 model(x)
         for _ in range(repeats):
-            for model, times in zip(models, results):
-                parts = backbone_parts(model)
-                with _part_timers(parts, device, times, clock):
+            for model, parts, times in zip(models, model_parts, results):
+                seconds: Dict[str, float] = {}
+                with _part_timers(parts, device, seconds, clock):
                     synchronize(device)
                     start = clock()
                     model(x)
                     synchronize(device)
-                    total = clock() - start
-                times.seconds.setdefault(TOTAL, []).append(total)
-                inside = sum(times.seconds[name][-1] for name, _ in parts)
-                times.seconds.setdefault(REST, []).append(total - inside)
+                    seconds[TOTAL] = clock() - start
+                # A part the forward did not run (e.g. a stage after the
+                # last output) took no time.
+                for name, _ in parts:
+                    times.seconds.setdefault(name, []).append(
+                        seconds.get(name, 0.))
+                times.seconds.setdefault(TOTAL, []).append(seconds[TOTAL])
+                times.seconds.setdefault(REST, []).append(
+                    seconds[TOTAL] - sum(seconds.get(name, 0.)
+                                         for name, _ in parts))
     return results
 
 

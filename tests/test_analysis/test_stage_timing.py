@@ -108,6 +108,29 @@ def test_each_part_its_own_seconds_the_rest_what_lies_outside():
                        for m in model.modules())
 
 
+def test_a_part_run_twice_counts_twice_one_not_run_counts_nothing():
+
+    class Uneven(ToyBackbone):
+
+        def forward(self, x):
+            self.patch_embed(x)
+            self.layers[0](x)
+            self.layers[0](x)  # run twice, layers[1] never
+            return self.outside(x)
+
+    clock = FakeClock()
+    model = Uneven(clock, 1., [2., 3.], 0.5, 'm', [])
+    times, = time_parts([model], torch.zeros(1), warmup=0, repeats=2,
+                        clock=clock)
+    assert times.seconds == {
+        'patch_embed': [1.] * 2,
+        'layers.0': [4.] * 2,
+        'layers.1': [0.] * 2,
+        TOTAL: [5.5] * 2,
+        REST: [0.5] * 2,
+    }
+
+
 def test_hooks_are_removed_when_a_forward_fails():
 
     class Failing(ToyBackbone):
