@@ -129,6 +129,31 @@ def apply_threads_argument(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+def add_arch_argument(parser: argparse.ArgumentParser,
+                      default: str = 's') -> None:
+    """Add ``--arch`` of the analysis tools: a SecViT arch or ``'test'``,
+    read with :func:`~mmsecvit.analysis.benchmark.parse_arch_or_test`."""
+    parser.add_argument(
+        '--arch',
+        default=default,
+        help="SecViT arch (t s b l, a dict) or 'test' for the small test "
+        f'arch (default: {default})')
+
+
+def add_batch_argument(parser: argparse.ArgumentParser,
+                       default: int = 1,
+                       help: str = 'images per batch') -> None:
+    """Add ``--batch``; check it with :func:`check_batch_argument`."""
+    parser.add_argument('--batch', type=int, default=default, help=help)
+
+
+def check_batch_argument(args: argparse.Namespace) -> None:
+    """Refuse a ``--batch`` below 1 with a :class:`ConfigValueError`."""
+    if args.batch < 1:
+        raise ConfigValueError(
+            f'--batch must be at least 1, got {args.batch}.')
+
+
 def add_limit_size_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--limit-size``: the side of the square fp32 matrix product
     that measures the machine's arithmetic limit (0: none)."""

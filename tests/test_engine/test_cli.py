@@ -12,11 +12,12 @@ import torch
 from mmengine.registry import MODELS
 
 from mmsecvit.engine.cli import (DEBUG_ENV, USER_ERROR_EXIT_CODE,
+                                 add_arch_argument, add_batch_argument,
                                  add_debug_argument, add_launcher_arguments,
                                  add_limit_size_argument, add_threads_argument,
                                  apply_threads_argument, argument_type,
-                                 export_local_rank, find_user_error,
-                                 parse_device, run_tool)
+                                 check_batch_argument, export_local_rank,
+                                 find_user_error, parse_device, run_tool)
 from mmsecvit.testing import run_ranks
 from mmsecvit.utils.errors import (ConfigKeyError, ConfigValueError,
                                    MissingFileError, MMSecViTUserError,
@@ -275,6 +276,19 @@ def test_the_kernel_timing_tools_arguments():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_arch_and_batch_arguments_of_the_analysis_tools():
+    parser = argparse.ArgumentParser()
+    add_arch_argument(parser, 'test')
+    add_batch_argument(parser, 2, 'images per training step')
+    args = parser.parse_args([])
+    assert (args.arch, args.batch) == ('test', 2)
+    assert 'default: test' in parser.format_help()
+    check_batch_argument(args)
+    with pytest.raises(ConfigValueError,
+                       match='--batch must be at least 1, got 0'):
+        check_batch_argument(parser.parse_args(['--batch', '0']))
 
 
 @pytest.mark.parametrize('launcher, env, expected', [

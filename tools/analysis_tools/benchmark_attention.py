@@ -24,20 +24,17 @@ from mmsecvit.analysis.attention_benchmark import (KERNELS,
                                                    time_attention)
 from mmsecvit.analysis.benchmark import (MODES, matmul_rate,
                                          parse_arch_or_test, parse_size)
-from mmsecvit.engine.cli import (add_debug_argument, add_limit_size_argument,
+from mmsecvit.engine.cli import (add_arch_argument, add_batch_argument,
+                                 add_debug_argument, add_limit_size_argument,
                                  add_threads_argument, apply_threads_argument,
-                                 argument_type, parse_device, run_tool)
+                                 argument_type, check_batch_argument,
+                                 parse_device, run_tool)
 from mmsecvit.models import SecViT
-from mmsecvit.utils.errors import ConfigValueError
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument(
-        '--arch',
-        default='s',
-        help="SecViT arch (t s b l, a dict) or 'test' for the small test "
-        'arch')
+    add_arch_argument(parser)
     parser.add_argument(
         '--cluster-mode', default='num_clusters', choices=MODES)
     parser.add_argument(
@@ -45,7 +42,7 @@ def parse_args(argv=None):
         type=argument_type(parse_size),
         default=(800, 1333),
         help='input size HxW whose attention shapes are timed')
-    parser.add_argument('--batch', type=int, default=1)
+    add_batch_argument(parser)
     parser.add_argument(
         '--kernels',
         nargs='+',
@@ -67,9 +64,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.batch < 1:
-        raise ConfigValueError(
-            f'--batch must be at least 1, got {args.batch}.')
+    check_batch_argument(args)
     apply_threads_argument(args)
     arch = parse_arch_or_test(args.arch)
     model = SecViT(arch=arch, cluster_mode=args.cluster_mode).eval()

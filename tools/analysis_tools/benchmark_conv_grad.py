@@ -17,27 +17,22 @@ from mmsecvit.analysis.benchmark import (matmul_rate, parse_arch_or_test,
 from mmsecvit.analysis.conv_grad_benchmark import (format_conv_grad_table,
                                                    record_dense_convs,
                                                    time_weight_grads)
-from mmsecvit.engine.cli import (add_debug_argument, add_limit_size_argument,
+from mmsecvit.engine.cli import (add_arch_argument, add_batch_argument,
+                                 add_debug_argument, add_limit_size_argument,
                                  add_threads_argument, apply_threads_argument,
-                                 argument_type, run_tool)
+                                 argument_type, check_batch_argument, run_tool)
 from mmsecvit.models import SecViT
-from mmsecvit.utils.errors import ConfigValueError
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument(
-        '--arch',
-        default='s',
-        help="SecViT arch (t s b l, a dict) or 'test' for the small test "
-        'arch')
+    add_arch_argument(parser)
     parser.add_argument(
         '--size',
         type=argument_type(parse_size),
         default=(800, 1333),
         help='input size HxW whose convolutions are timed')
-    parser.add_argument(
-        '--batch', type=int, default=2, help='images per training step')
+    add_batch_argument(parser, 2, 'images per training step')
     parser.add_argument(
         '--repeats', type=int, default=6,
         help='timed calls per method and convolution')
@@ -49,9 +44,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.batch < 1:
-        raise ConfigValueError(
-            f'--batch must be at least 1, got {args.batch}.')
+    check_batch_argument(args)
     apply_threads_argument(args)
     model = SecViT(arch=parse_arch_or_test(args.arch)).train()
     shapes = record_dense_convs(model,

@@ -20,19 +20,16 @@ from mmsecvit.analysis.benchmark import (MODES, Case, build_backbone,
                                          parse_size)
 from mmsecvit.analysis.stage_timing import (format_part_table, part_gmacs,
                                             time_parts)
-from mmsecvit.engine.cli import (add_debug_argument, add_limit_size_argument,
+from mmsecvit.engine.cli import (add_arch_argument, add_batch_argument,
+                                 add_debug_argument, add_limit_size_argument,
                                  add_threads_argument, apply_threads_argument,
-                                 argument_type, parse_device, run_tool)
-from mmsecvit.utils.errors import ConfigValueError
+                                 argument_type, check_batch_argument,
+                                 parse_device, run_tool)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument(
-        '--arch',
-        default='s',
-        help="SecViT arch (t s b l, a dict) or 'test' for the small test "
-        'arch')
+    add_arch_argument(parser)
     parser.add_argument(
         '--mode',
         choices=MODES,
@@ -43,7 +40,7 @@ def parse_args(argv=None):
         type=argument_type(parse_size),
         default=(224, 224),
         help='input size HxW')
-    parser.add_argument('--batch', type=int, default=1)
+    add_batch_argument(parser)
     parser.add_argument(
         '--device', type=argument_type(parse_device), default='cpu')
     parser.add_argument(
@@ -62,9 +59,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.batch < 1:
-        raise ConfigValueError(
-            f'--batch must be at least 1, got {args.batch}.')
+    check_batch_argument(args)
     apply_threads_argument(args)
     secvit = Case(model='secvit', arch=parse_arch_or_test(args.arch),
                   mode=args.mode)

@@ -24,19 +24,16 @@ import torch
 from mmsecvit.analysis.benchmark import MODES, parse_arch_or_test, parse_size
 from mmsecvit.analysis.compile_check import (backbone_blocks,
                                              check_dynamic_compile)
-from mmsecvit.engine.cli import (add_debug_argument, add_threads_argument,
-                                 apply_threads_argument, run_tool)
+from mmsecvit.engine.cli import (add_arch_argument, add_debug_argument,
+                                 add_threads_argument, apply_threads_argument,
+                                 run_tool)
 from mmsecvit.models import SecViT
 from mmsecvit.utils.errors import ConfigValueError
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument(
-        '--arch',
-        default='test',
-        help="SecViT arch (t s b l, a dict) or 'test' for the small test "
-        'arch')
+    add_arch_argument(parser, 'test')
     parser.add_argument(
         '--sizes',
         nargs='+',
