@@ -148,13 +148,11 @@ def time_parts(models: Sequence[nn.Module],
                     seconds[TOTAL] = clock() - start
                 # A part the forward did not run (e.g. a stage after the
                 # last output) took no time.
-                for name, _ in parts:
-                    times.seconds.setdefault(name, []).append(
-                        seconds.get(name, 0.))
-                times.seconds.setdefault(TOTAL, []).append(seconds[TOTAL])
-                times.seconds.setdefault(REST, []).append(
-                    seconds[TOTAL] - sum(seconds.get(name, 0.)
-                                         for name, _ in parts))
+                reading = {name: seconds.get(name, 0.) for name, _ in parts}
+                reading[REST] = seconds[TOTAL] - sum(reading.values())
+                reading[TOTAL] = seconds[TOTAL]
+                for name, value in reading.items():
+                    times.seconds.setdefault(name, []).append(value)
     return results
 
 
