@@ -39,6 +39,16 @@ REGION_RECOMPILE_LIMIT = 64
 Regions = Callable[[nn.Module], Iterable[nn.Module]]
 
 
+def backbone_stages(model: nn.Module) -> Optional[Tuple[str, nn.Module]]:
+    """The stages of a staged backbone and the attribute holding them:
+    SecViT's ``layers`` or mmdet's Swin's ``stages``; None for neither."""
+    for attribute in ('layers', 'stages'):
+        stages = getattr(model, attribute, None)
+        if isinstance(stages, nn.Module):
+            return attribute, stages
+    return None
+
+
 def backbone_blocks(model: nn.Module) -> List[nn.Module]:
     """The blocks of a staged backbone, the regions to compile one by one:
     SecViT's (``layers[i].blocks``) or mmdet's Swin's
@@ -50,9 +60,8 @@ def backbone_blocks(model: nn.Module) -> List[nn.Module]:
     Raises:
         ConfigValueError: The model has neither layout.
     """
-    stages = getattr(model, 'layers', None)
-    if stages is None:
-        stages = getattr(model, 'stages', None)
+    found = backbone_stages(model)
+    stages = None if found is None else found[1]
     if stages is None or not all(hasattr(s, 'blocks') for s in stages):
         raise ConfigValueError(
             f'{type(model).__name__} has no stages of blocks (layers[i].'

@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from mmsecvit.utils.errors import ConfigValueError
 from .benchmark import synchronize
+from .compile_check import backbone_stages
 from .flops import count_flops
 
 #: The name of the whole forward in :attr:`PartTimes.seconds`.
@@ -45,17 +46,13 @@ def backbone_parts(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     Raises:
         ConfigValueError: The model has no ``patch_embed`` and stages.
     """
-    for attribute in ('layers', 'stages'):
-        stages = getattr(model, attribute, None)
-        if isinstance(stages, nn.ModuleList):
-            break
-    else:
-        stages = None
+    found = backbone_stages(model)
     stem = getattr(model, 'patch_embed', None)
-    if stem is None or stages is None:
+    if stem is None or found is None:
         raise ConfigValueError(
             f'{type(model).__name__} has no patch_embed and stages (layers '
             'as in SecViT, stages as in Swin) to time part by part.')
+    attribute, stages = found
     return [('patch_embed', stem)] + [(f'{attribute}.{i}', stage)
                                       for i, stage in enumerate(stages)]
 
