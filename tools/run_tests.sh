@@ -6,6 +6,13 @@
 #   bash tools/run_tests.sh -x -k secvit
 # MMSECVIT_SKIP_INSTALL=1 skips the install step (an environment you manage
 # yourself, or a run right after another one).
+#
+# The tests run in parallel processes (pytest-xdist, --dist worksteal): one
+# per CPU core, at most 4, each with an equal share of the cores for torch's
+# threads (OMP_NUM_THREADS, unless it is set). MMSECVIT_TEST_WORKERS=N sets
+# the number of processes (1: one process, no xdist); an -n/--numprocesses
+# or -p no:xdist of your own takes precedence over both. Without
+# pytest-xdist installed the suite runs in one process.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,9 +30,42 @@ targets=(tests)
 for arg in "$@"; do
     if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then targets=(); break; fi
 done
-echo "[mmsecvit tests] python -m pytest ${targets[*]+${targets[*]}} $*"
+
+# Parallel processes, unless the arguments choose for themselves.
+parallel=()
+chosen=0
+for arg in "$@"; do
+    case "$arg" in
+        -n | -n[0-9a-z]* | --numprocesses | --numprocesses=* | *no:xdist) chosen=1 ;;
+    esac
+done
+# nproc alone would answer OMP_NUM_THREADS when it is set.
+cores="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1)"
+workers="${MMSECVIT_TEST_WORKERS:-auto}"
+if [[ "$workers" == auto ]]; then
+    workers=$((cores < 4 ? cores : 4))
+elif ! [[ "$workers" =~ ^[1-9][0-9]*$ ]]; then
+    echo "[mmsecvit tests] ERROR: MMSECVIT_TEST_WORKERS must be a positive number or 'auto', got '$workers'." >&2
+    exit 2
+fi
+if [[ $chosen == 0 && $workers -gt 1 ]]; then
+    # --dist worksteal needs pytest-xdist 3.2.
+    if "$PYTHON" -c 'import sys, xdist; sys.exit(tuple(map(int, xdist.__version__.split(".")[:2])) < (3, 2))' >/dev/null 2>&1; then
+        parallel=(-n "$workers" --dist worksteal)
+        if [[ -z "${OMP_NUM_THREADS:-}" ]]; then
+            threads=$((cores / workers))
+            export OMP_NUM_THREADS=$((threads > 0 ? threads : 1))
+        fi
+    else
+        echo "[mmsecvit tests] pytest-xdist >= 3.2 is not installed: one test process (pip install 'pytest-xdist>=3.2', or run without MMSECVIT_SKIP_INSTALL=1, for $workers in parallel)"
+    fi
+fi
+
+command=("$PYTHON" -m pytest "${targets[@]+"${targets[@]}"}"
+         "${parallel[@]+"${parallel[@]}"}" "$@")
+echo "[mmsecvit tests] ${command[*]}${OMP_NUM_THREADS:+ (OMP_NUM_THREADS=$OMP_NUM_THREADS)}"
 status=0
-"$PYTHON" -m pytest "${targets[@]+"${targets[@]}"}" "$@" || status=$?
+"${command[@]}" || status=$?
 if [[ $status == 5 ]]; then
     # pytest's "no tests were collected": a suite that ran nothing has not
     # passed (a wrong path, a -k that matches nothing, an import-time skip).
