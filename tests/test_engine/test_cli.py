@@ -229,6 +229,8 @@ from mmsecvit.utils.errors import ConfigValueError
 
 def main():
     torch_dist.init_process_group('gloo')
+    # Both ranks connected (see failing_ranks.py) before rank 0 leaves.
+    torch_dist.barrier()
     rank = torch_dist.get_rank()
     time.sleep(3 * rank)  # rank 0, the store's host, is gone by then
     raise ConfigValueError(f'bad value on rank {rank}; fix it')
