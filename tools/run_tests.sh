@@ -11,8 +11,9 @@
 # per CPU core, at most 4, each with an equal share of the cores for torch's
 # threads (OMP_NUM_THREADS, unless it is set). MMSECVIT_TEST_WORKERS=N sets
 # the number of processes (1: one process, no xdist); an -n/--numprocesses
-# or -p no:xdist of your own takes precedence over both. Without
-# pytest-xdist installed the suite runs in one process.
+# or -p no:xdist of your own takes precedence over both, and --pdb or
+# --trace runs one process. Without pytest-xdist installed the suite runs in
+# one process.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,12 +32,14 @@ for arg in "$@"; do
     if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then targets=(); break; fi
 done
 
-# Parallel processes, unless the arguments choose for themselves.
+# Parallel processes, unless the arguments choose for themselves or need one
+# process (xdist refuses to run the debugger).
 parallel=()
 chosen=0
 for arg in "$@"; do
     case "$arg" in
         -n | -n[0-9a-z]* | --numprocesses | --numprocesses=* | *no:xdist) chosen=1 ;;
+        --pdb | --trace) chosen=1 ;;
     esac
 done
 # nproc alone would answer OMP_NUM_THREADS when it is set.

@@ -87,7 +87,8 @@ def test_threads_the_user_set_are_kept(tmp_path):
 
 
 @pytest.mark.parametrize('own', [['-n', '3'], ['-n3'], ['-nauto'],
-                                 ['--numprocesses=3'], ['-p', 'no:xdist']])
+                                 ['--numprocesses=3'], ['-p', 'no:xdist'],
+                                 ['--pdb'], ['--trace']])
 def test_own_process_options_take_precedence(tmp_path, own):
     result, args, threads = _run_with_fake_python(
         tmp_path, own, MMSECVIT_TEST_WORKERS='2')
