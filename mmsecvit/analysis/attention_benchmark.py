@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from mmsecvit.analysis.benchmark import synchronize
+from mmsecvit.analysis.benchmark import check_repeats, synchronize
 from mmsecvit.analysis.compile_check import raised_recompile_limit
 from mmsecvit.models.layers.short_cluster_attention import short_cluster_kernel
 from mmsecvit.utils.errors import ConfigValueError
@@ -213,8 +213,7 @@ def time_attention(shapes: Sequence[AttentionShape],
     if unknown:
         raise ConfigValueError(f'Unknown attention kernels {unknown}; '
                                f'choose from {sorted(KERNELS)}.')
-    if repeats < 1:
-        raise ConfigValueError(f'repeats must be at least 1, got {repeats}.')
+    check_repeats(repeats)
     names = ['sdpa'] + [name for name in kernels if name != 'sdpa']
     # 'flex' compiles one graph per shape, all on one code object: more
     # shapes than Dynamo's recompile limit would fail.

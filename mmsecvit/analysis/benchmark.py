@@ -248,6 +248,13 @@ def _is_cuda(device: Union[str, torch.device]) -> bool:
     return torch.device(device).type == 'cuda'
 
 
+def check_repeats(repeats: int) -> None:
+    """Refuse fewer than one timed repetition (a median of nothing) with a
+    :class:`ConfigValueError`."""
+    if repeats < 1:
+        raise ConfigValueError(f'repeats must be at least 1, got {repeats}.')
+
+
 def synchronize(device: Union[str, torch.device]) -> None:
     """Wait for the work queued on ``device`` (CUDA kernels run
     asynchronously: without it a timer would stop when the work is queued,

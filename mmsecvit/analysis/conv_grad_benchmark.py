@@ -32,9 +32,9 @@ import torch
 import torch.nn as nn
 
 from mmsecvit.analysis.attention_benchmark import KernelTiming
+from mmsecvit.analysis.benchmark import check_repeats
 from mmsecvit.models.layers.dense_conv import (weight_grad_by_patches,
                                                weight_grad_by_patches_applies)
-from mmsecvit.utils.errors import ConfigValueError
 
 #: The two ways of computing the weight gradient, in table order.
 METHODS = ('onednn', 'patches')
@@ -148,8 +148,7 @@ def time_weight_grads(
         the training step takes the patch products for it on this
         machine.
     """
-    if repeats < 1:
-        raise ConfigValueError(f'repeats must be at least 1, got {repeats}.')
+    check_repeats(repeats)
     generator = torch.Generator().manual_seed(seed)
     timings, applies = {}, {}
     for shape in shapes:

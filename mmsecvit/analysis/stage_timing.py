@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from mmsecvit.utils.errors import ConfigValueError
-from .benchmark import synchronize
+from .benchmark import check_repeats, synchronize
 from .compile_check import backbone_stages
 from .flops import count_flops
 
@@ -124,8 +124,7 @@ def time_parts(models: Sequence[nn.Module],
         list[PartTimes]: Per model, ``repeats`` readings of each part, of
         :data:`TOTAL` and of :data:`REST` (the total less its parts).
     """
-    if repeats < 1:
-        raise ConfigValueError(f'repeats must be at least 1, got {repeats}.')
+    check_repeats(repeats)
     device = x.device
     # Found first, so that a model without stages fails before warm-up.
     model_parts = [backbone_parts(model) for model in models]
