@@ -265,11 +265,6 @@ def synchronize(device: Union[str, torch.device]) -> None:
         torch.cuda.synchronize(device)
 
 
-def _max_abs_diff(a: Sequence[torch.Tensor],
-                  b: Sequence[torch.Tensor]) -> float:
-    return max(float((x - y).abs().max()) for x, y in zip(a, b))
-
-
 def matmul_rate(device: Union[str, torch.device] = 'cpu',
                 size: int = 4096,
                 repeats: int = 3) -> float:

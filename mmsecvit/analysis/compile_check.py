@@ -206,7 +206,7 @@ def _run_sizes(model: nn.Module, compiled: Callable,
                 raise
             report.errors[size] = f'{type(error).__name__}: {error}'
         else:
-            report.diffs[size] = _max_abs_diff(outs, expected)
+            report.diffs[size] = max_abs_diff(outs, expected)
         if log:
             log(_size_line(report, size))
     report.graphs = counters['stats']['unique_graphs']
@@ -248,8 +248,10 @@ def _as_tuple(outs) -> Tuple[torch.Tensor, ...]:
     return (outs, ) if isinstance(outs, torch.Tensor) else tuple(outs)
 
 
-def _max_abs_diff(outs: Sequence[torch.Tensor],
-                  expected: Sequence[torch.Tensor]) -> float:
+def max_abs_diff(outs: Sequence[torch.Tensor],
+                 expected: Sequence[torch.Tensor]) -> float:
+    """The largest absolute difference between ``outs`` and ``expected``,
+    tensor by tensor; a ValueError where their shapes differ."""
     if [o.shape for o in outs] != [e.shape for e in expected]:
         raise ValueError('compiled and eager outputs differ in shape: '
                          f'{[tuple(o.shape) for o in outs]} vs '
