@@ -17,7 +17,9 @@ same offset, shape, strides, dtype and device, with the same version
 counter (bumped by in-place writes: ``load_state_dict``, ``copy_``,
 in-place initialisers, most optimizer steps), and while no optimizer has
 stepped since (fused optimizers do not bump the version counters; a global
-step hook counts steps). Anything else recomputes, and putting
+step hook counts steps), and while the pass is in the same mode as the
+one that derived them (within ``torch.inference_mode`` or not). Anything
+else recomputes, and putting
 :class:`~mmsecvit.models.SecViT` back into training mode drops its caches.
 
 Writes through ``.data`` bypass the version counter. MMEngine's EMAHook
@@ -104,8 +106,12 @@ def cached_derivation(module: nn.Module,
         return compute()
     cache: Dict[str, tuple] = module.__dict__.setdefault(
         _CACHE_ATTR, _DerivedCache())
-    signature = (extra, _optimizer_steps) + tuple(
-        _signature(s) for s in sources)
+    # Tensors derived under ``torch.inference_mode`` cannot be saved for a
+    # backward later (an input's gradient needs the weight): entries made
+    # within it serve passes within it only, the others passes outside.
+    signature = (extra, _optimizer_steps,
+                 torch.is_inference_mode_enabled()) + tuple(
+                     _signature(s) for s in sources)
     entry = cache.get(name)
     if entry is not None and entry[0] == signature:
         return entry[2]

@@ -172,3 +172,35 @@ def test_copies_and_pickles_of_a_module_start_without_the_cache():
         assert not other.__dict__[param_cache._CACHE_ATTR]
         with torch.no_grad():
             assert torch.equal(other.derived(), torch.arange(4.) * 2)
+
+
+def test_entries_of_inference_mode_serve_inference_mode_only():
+    module = Doubler().requires_grad_(False)
+    with torch.inference_mode():
+        inside = module.derived()
+        assert inside.is_inference()
+        assert module.derived() is inside
+    # Outside inference mode the entry is derived again: an inference
+    # tensor cannot be saved for a backward.
+    outside = module.derived()
+    assert not outside.is_inference()
+    assert module.calls == 2
+    assert module.derived() is outside
+
+
+def test_a_frozen_backbone_gives_input_gradients_after_inference_mode():
+    """E.g. a saliency map or an adversarial input of a frozen detector
+    after an evaluation under ``torch.inference_mode``: the folded norms,
+    the reordered qkv weights and the kernels plus identity derived there
+    must not be saved for the backward."""
+    torch.manual_seed(0)
+    model = _backbone().eval().requires_grad_(False)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    expected_x = x.clone().requires_grad_()
+    sum(out.sum() for out in model(expected_x)).backward()
+    clear_derived_params(model)
+    with torch.inference_mode():
+        model(x)
+    x.requires_grad_()
+    sum(out.sum() for out in model(x)).backward()
+    torch.testing.assert_close(x.grad, expected_x.grad, rtol=0, atol=1e-12)
