@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
@@ -25,8 +26,7 @@ from mmsecvit.utils.errors import (ConfigKeyError, ConfigTypeError,
                                    ConfigValueError)
 from ..layers import (BATCH_NORMS, LayerNorm2d, RoPE2d, SECAttention,
                       clear_derived_params, conv2d_gelu, conv_norm,
-                      conv_plus_identity, gelu_, has_forward_hooks,
-                      residual_conv_)
+                      conv_plus_identity, has_module_hooks, residual_conv_)
 from ..layers.activation_checkpoint import (check_selective_checkpoint_support,
                                             selective_checkpoint_context)
 from ..layers.norm import MMSyncBatchNorm
@@ -63,13 +63,21 @@ class ConvStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # ``self.proj(x)``, with eval-mode BN folded into the convolutions
-        # and GELU fused into them (or in place) where possible.
+        # and GELU fused into them (or in place) where possible; modules
+        # with hooks run as modules.
         modules = list(self.proj)
         for i, module in enumerate(modules):
             if isinstance(module, nn.Conv2d):
-                activated = i + 2 < len(modules) and isinstance(
-                    modules[i + 2], nn.GELU)
-                x = conv_norm(module, modules[i + 1], x, gelu=activated)
+                act = modules[i + 2] if i + 2 < len(modules) and isinstance(
+                    modules[i + 2], nn.GELU) else None
+                hooked_act = act is not None and has_module_hooks(act)
+                x = conv_norm(
+                    module,
+                    modules[i + 1],
+                    x,
+                    gelu=act is not None and not hooked_act)
+                if hooked_act:
+                    x = act(x)
         return x
 
 
@@ -121,9 +129,10 @@ class ConvFFN(nn.Module):
         Returns:
             Tensor: ``ffn(x)``, or the sum described above.
         """
-        # Modules with hooks are called as modules (see has_forward_hooks).
-        if has_forward_hooks(self.fc1):
-            x = gelu_(self.fc1(x))
+        # Modules with hooks are called as modules (see has_module_hooks),
+        # and their outputs are not overwritten.
+        if has_module_hooks(self.fc1):
+            x = F.gelu(self.fc1(x))
         else:
             x = conv2d_gelu(
                 x, self.fc1.weight, self.fc1.bias, module=self.fc1)
@@ -179,10 +188,13 @@ class SecViTBlock(nn.Module):
     def forward(self, x: torch.Tensor, sin: torch.Tensor,
                 cos: torch.Tensor) -> torch.Tensor:
         x = conv_plus_identity(self.pos, x)  # x + pos(x)
-        if not (self.training or torch.is_grad_enabled()):
+        if not (self.training or torch.is_grad_enabled()
+                or has_module_hooks(self.attn) or has_module_hooks(self.ffn)):
             # Inference: the residual sums (and layer scales) go into the
             # branches' last convolutions, fused on CPU where possible.
             # ``x`` is this block's own tensor, so it may be overwritten.
+            # (Not where a hook on a branch would see the sum instead of
+            # the branch's output.)
             gamma_1 = self.gamma_1 if self.layer_scale else None
             gamma_2 = self.gamma_2 if self.layer_scale else None
             x = self.attn(self.norm1(x), sin, cos, identity=x, scale=gamma_1)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .cpu_fusion import (add_scaled_, conv2d, conv2d_add_, conv2d_gelu, gelu_,
-                         has_forward_hooks)
+                         has_module_hooks)
 from .dense_conv import conv2d_fast_weight_grad, dense_conv2d
 from .depthwise_conv import is_size_preserving_depthwise
 from .norm import BATCH_NORMS, batch_norm
@@ -27,7 +27,9 @@ def conv_plus_identity(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     adding the input equals adding 1 to the centre tap of every kernel. The
     sum then costs no extra pass over the map (nor an extra saved tensor in
     training), and ``conv``'s parameters and their gradients are the same as
-    for ``x + conv(x)``; results differ from it by rounding only.
+    for ``x + conv(x)``; results differ from it by rounding only. A
+    ``conv`` with hooks (:func:`~mmsecvit.models.layers.cpu_fusion.
+    has_module_hooks`) is called as a module, and ``x`` added to its output.
 
     Args:
         conv (nn.Conv2d): A depth-wise convolution (``groups`` equal to its
@@ -42,6 +44,8 @@ def conv_plus_identity(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if not is_size_preserving_depthwise(conv):
         raise ValueError(f'conv_plus_identity needs a size-preserving '
                          f'depth-wise convolution, got {conv}.')
+    if has_module_hooks(conv):
+        return x + conv(x)
 
     def plus_identity():
         weight = conv.weight.clone()
@@ -77,8 +81,8 @@ def residual_conv_(identity: torch.Tensor,
     Where no gradient is recorded the sum is written into ``identity``
     (the caller must own it), by the fused CPU kernel where it applies
     (:func:`~mmsecvit.models.layers.cpu_fusion.conv2d_add_`), with
-    ``scale`` folded into the convolution. A ``conv`` with forward hooks is
-    called as a module, so that its hooks see (and may change) its output.
+    ``scale`` folded into the convolution. A ``conv`` with hooks is called
+    as a module, so that its hooks see (and may change) its output.
 
     Args:
         identity (Tensor): The residual, of the output's shape.
@@ -90,7 +94,7 @@ def residual_conv_(identity: torch.Tensor,
     Returns:
         Tensor: The sum.
     """
-    if has_forward_hooks(conv):
+    if has_module_hooks(conv):
         return add_scaled_(identity, conv(x), scale)
     weight, bias = cached_derivation(
         conv, 'scaled', lambda: scaled_conv_params(conv, scale),
@@ -143,10 +147,10 @@ def conv_norm(conv: nn.Conv2d,
 
     Folded, the GELU runs in the convolution's epilogue where
     :mod:`~mmsecvit.models.layers.cpu_fusion` applies. In training mode
-    (batch statistics), or for other norm layers, the modules run as they
-    are (mmcv's SyncBatchNorm on an NCHW copy, see
-    :func:`~mmsecvit.models.layers.norm.batch_norm`). Where a gradient
-    reaches the convolution's weight, it comes from
+    (batch statistics), for other norm layers, or where ``conv`` or
+    ``norm`` has hooks, the modules run as they are (mmcv's SyncBatchNorm
+    on an NCHW copy, see :func:`~mmsecvit.models.layers.norm.batch_norm`).
+    Where a gradient reaches the convolution's weight, it comes from
     :mod:`~mmsecvit.models.layers.dense_conv` where that applies.
 
     Args:
@@ -158,7 +162,8 @@ def conv_norm(conv: nn.Conv2d,
     Returns:
         Tensor: ``norm(conv(x))``, activated if ``gelu``.
     """
-    if not foldable(norm):
+    if not foldable(norm) or has_module_hooks(norm) or has_module_hooks(conv):
+        # dense_conv2d calls a convolution with hooks as a module.
         out = batch_norm(norm, dense_conv2d(conv, x))
         return gelu_(out) if gelu else out
 

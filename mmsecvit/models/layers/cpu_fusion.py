@@ -169,13 +169,19 @@ def prepacking_applies(x: torch.Tensor) -> bool:
     return _onednn_inference(x) and x.numel() < MAX_PREPACKED_NUMEL
 
 
-def has_forward_hooks(module: nn.Module) -> bool:
-    """Whether calling ``module`` would run forward (pre-)hooks, its own or
-    global ones. Such a module is called as a module, not bypassed by a
-    fused kernel on its parameters, so that the hooks see its output."""
+def has_module_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run hooks: forward, forward pre-,
+    backward or backward pre-hooks, its own or global ones. Such a module
+    is called as a module, not bypassed by a fused kernel on its
+    parameters, so that its hooks run and see its own input and output
+    (e.g. ``torch.nn.utils.prune``'s pre-hook, which recomputes the
+    weight, or a hook keeping features or gradients for a CAM)."""
     return bool(module._forward_hooks or module._forward_pre_hooks
+                or module._backward_hooks or module._backward_pre_hooks
                 or module_hooks._global_forward_hooks
-                or module_hooks._global_forward_pre_hooks)
+                or module_hooks._global_forward_pre_hooks
+                or module_hooks._global_backward_hooks
+                or module_hooks._global_backward_pre_hooks)
 
 
 def gelu_(x: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
-from .cpu_fusion import _only_channels_last, has_forward_hooks, onednn_training
+from .cpu_fusion import _only_channels_last, has_module_hooks, onednn_training
 from .switch import Switch
 
 #: Bytes of input patches copied and multiplied at a time (4 MiB was the
@@ -212,7 +212,7 @@ def dense_conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor: ``conv(x)``.
     """
-    if conv.padding_mode != 'zeros' or has_forward_hooks(conv):
+    if conv.padding_mode != 'zeros' or has_module_hooks(conv):
         return conv(x)
     return conv2d_fast_weight_grad(x, conv.weight, conv.bias, conv.stride,
                                    conv.padding, conv.dilation, conv.groups)

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cpu_fusion import conv2d, has_forward_hooks, onednn_training
+from .cpu_fusion import conv2d, has_module_hooks, onednn_training
 
 
 def is_size_preserving_depthwise(conv: nn.Conv2d) -> bool:
@@ -118,7 +118,7 @@ def _fast_weight_grad_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
             and is_size_preserving_depthwise(conv)
             and max(kh, kw) > 3 and min(kh, kw) >= 3
             and conv.padding_mode == 'zeros'
-            and not has_forward_hooks(conv))
+            and not has_module_hooks(conv))
 
 
 def depthwise_conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +139,7 @@ def depthwise_conv2d(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """
     if _fast_weight_grad_applies(conv, x):
         return _DepthwiseConv2d.apply(x, conv.weight, conv.bias)
-    if conv.padding_mode == 'zeros' and not has_forward_hooks(conv):
+    if conv.padding_mode == 'zeros' and not has_module_hooks(conv):
         # The module's own forward, with a prepacked weight where that
         # applies.
         return conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding,

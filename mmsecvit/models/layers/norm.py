@@ -5,6 +5,8 @@ import torch.nn.functional as F
 from mmcv.ops import SyncBatchNorm as MMSyncBatchNorm
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .cpu_fusion import has_module_hooks
+
 #: The BatchNorm classes: torch's (BN, SyncBN) and mmcv's SyncBatchNorm
 #: (``MMSyncBN``, also what ``sync_bn='mmcv'`` converts to), which is not a
 #: subclass of ``_BatchNorm``.
@@ -89,6 +91,9 @@ class LayerNorm2d(nn.Module):
         # channels-last again: the next convolutions run fastest that way,
         # so no copy back to NCHW is made.
         x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight,
-                         self.norm.bias, self.norm.eps)
+        if has_module_hooks(self.norm):
+            x = self.norm(x)
+        else:
+            x = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight,
+                             self.norm.bias, self.norm.eps)
         return x.permute(0, 3, 1, 2)

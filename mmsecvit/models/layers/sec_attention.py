@@ -36,7 +36,7 @@ from mmsecvit.utils.errors import ConfigValueError
 from .capture import capturing_graph
 from .compile_workarounds import own_memory_when_compiling
 from .conv_fusion import residual_conv_
-from .cpu_fusion import conv2d, conv2d_add_, fusion_applies, has_forward_hooks
+from .cpu_fusion import conv2d, conv2d_add_, fusion_applies, has_module_hooks
 from .depthwise_conv import depthwise_conv2d
 from .param_cache import cached_derivation
 from .rope import apply_rope
@@ -553,7 +553,10 @@ class SECAttention(nn.Module):
         # Output channels ordered (heads, 3, d): on a channels-last map the
         # q, k and v of a token and head are then one row of memory, which
         # RoPE keeps and the clustering gathers as a whole.
-        qkv = conv2d(x, *self._qkv_weights_by_head(), module=self.qkv)
+        # Channels-last (a no-op unless a hook's function or an NCHW input
+        # changed the layout): then the rows below are views.
+        qkv = self._qkv_by_head(x).contiguous(
+            memory_format=torch.channels_last)
         # (B, N, heads, 3, d); a view when qkv is channels-last.
         tokens = qkv.permute(0, 2, 3, 1).reshape(b, n, self.num_heads, 3, d)
         if torch.is_grad_enabled():
@@ -570,7 +573,7 @@ class SECAttention(nn.Module):
         # A LePE module with hooks is called as a module. With the fusion,
         # LePE is added to the attention's output by the LePE convolution
         # itself, below.
-        fused = fusion_applies(x) and not has_forward_hooks(self.lepe)
+        fused = fusion_applies(x) and not has_module_hooks(self.lepe)
         lepe = None if fused else depthwise_conv2d(self.lepe, v)
 
         if torch.onnx.is_in_onnx_export():
@@ -615,6 +618,22 @@ class SECAttention(nn.Module):
                 f'but this input needs (batch, heads, tokens) = {shape}: '
                 f'give each SEC attention the ranking of the input it gets.')
         return order
+
+    def _qkv_by_head(self, x: torch.Tensor) -> torch.Tensor:
+        """``qkv(x)`` with the output channels ordered (heads, 3, d): by the
+        reordered weights, or, where ``qkv`` has hooks, reordered after the
+        module's own call (the hooks see its output; it is not written to
+        afterwards)."""
+        if not has_module_hooks(self.qkv):
+            return conv2d(x, *self._qkv_weights_by_head(), module=self.qkv)
+        qkv = self.qkv(x)
+        b, _, h, w = qkv.shape
+        # Always a copy (RoPE rotates it in place), in channels-last memory:
+        # (B, H, W, heads, 3, d).
+        tokens = qkv.permute(0, 2, 3, 1).unflatten(
+            3, (3, self.num_heads, -1)).transpose(3, 4).clone(
+                memory_format=torch.contiguous_format)
+        return tokens.view(b, h, w, -1).permute(0, 3, 1, 2)
 
     def _qkv_weights_by_head(self) -> tuple:
         """Weight and bias of ``qkv`` with the output channels reordered from
