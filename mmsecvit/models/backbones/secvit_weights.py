@@ -36,7 +36,9 @@ def select_state_dict(checkpoint: dict,
         checkpoint (dict): The loaded file.
         checkpoint_key (str): 'model' or 'model_ema' for the authors' files.
         prefix (str, optional): Keep only the keys under this prefix and
-            strip it. Defaults to 'backbone.' when any key has it.
+            strip it; with or without the final dot ('backbone' is
+            'backbone.', as in MMEngine's ``Pretrained``). Defaults to
+            'backbone.' when any key has it.
 
     Returns:
         dict: The state dict with backbone key names.
@@ -61,6 +63,8 @@ def select_state_dict(checkpoint: dict,
     if prefix is None and any(k.startswith('backbone.') for k in state_dict):
         prefix = 'backbone.'
     if prefix:
+        if not prefix.endswith('.'):
+            prefix += '.'
         state_dict = OrderedDict((k[len(prefix):], v)
                                  for k, v in state_dict.items()
                                  if k.startswith(prefix))
