@@ -395,10 +395,12 @@ class SecViT(BaseModule):
         checkpoint_key (str): Which weights to take from an authors'
             checkpoint that holds several: 'model' or 'model_ema'.
             Defaults to 'model'.
-        init_cfg (dict, optional): ``dict(type='Pretrained',
+        init_cfg (dict | list[dict], optional): ``dict(type='Pretrained',
             checkpoint=PATH)`` loads an authors' ImageNet checkpoint (or an
             mmsecvit / mmdet / mmseg one); None initialises as the authors
-            do. Defaults to None.
+            do. Other MMEngine initialisers run as in any ``BaseModule``;
+            in a list with a 'Pretrained' entry, before the checkpoint is
+            loaded. Defaults to None.
         pretrained (str, optional): Deprecated, use ``init_cfg``: a
             checkpoint path, turned into ``dict(type='Pretrained',
             checkpoint=pretrained)`` as mmdet's and mmseg's own backbones
@@ -647,6 +649,11 @@ class SecViT(BaseModule):
                 raise ConfigValueError(f'out_indices must lie in [0, '
                                        f'{self.num_stages}), got {index}.')
             indices.append(index % self.num_stages)
+        if len(set(indices)) < len(indices):
+            raise ConfigValueError(
+                f'out_indices {list(out_indices)} name a stage twice (a '
+                'negative index counts from the last stage); each stage '
+                'gives one map, so name each stage once.')
         return sorted(indices)
 
     def _per_stage(self, value, name: str) -> list:
@@ -811,27 +818,55 @@ class SecViT(BaseModule):
         """Load pretrained weights (``init_cfg`` of type 'Pretrained'), or
         initialise as the authors do: truncated normal (std 0.02) for every
         convolution, zero biases, unit LayerNorm weights."""
-        if self.init_cfg is not None and \
-                self.init_cfg.get('type') == 'Pretrained':
+        pretrained, others = self._split_init_cfg()
+        if others:
+            # MMEngine's initialisers, without the 'Pretrained' entry, which
+            # MMEngine would load without the key mapping below.
+            init_cfg, self.init_cfg = self.init_cfg, others
+            try:
+                super().init_weights()
+            finally:
+                self.init_cfg = init_cfg
+        elif pretrained is None:
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    trunc_normal_(module.weight, std=.02)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+                elif isinstance(module, nn.LayerNorm):
+                    nn.init.ones_(module.weight)
+                    nn.init.zeros_(module.bias)
+        if pretrained is not None:
             load_pretrained_backbone(
                 self,
-                self.init_cfg['checkpoint'],
+                pretrained['checkpoint'],
                 checkpoint_key=self.checkpoint_key,
-                prefix=self.init_cfg.get('prefix'))
-            self._is_init = True
-            return
-        if self.init_cfg is not None:
-            super().init_weights()
-            return
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                trunc_normal_(module.weight, std=.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+                prefix=pretrained.get('prefix'))
         self._is_init = True
+
+    def _split_init_cfg(self) -> Tuple[Optional[dict], List[dict]]:
+        """The 'Pretrained' entry of ``init_cfg`` (None if there is none),
+        and the other entries."""
+        if self.init_cfg is None:
+            return None, []
+        cfgs = self.init_cfg if isinstance(self.init_cfg,
+                                           (list, tuple)) else [self.init_cfg]
+        if not all(isinstance(cfg, dict) for cfg in cfgs):
+            raise ConfigTypeError(
+                'init_cfg must be a dict or a list of dicts, e.g. '
+                "dict(type='Pretrained', checkpoint=PATH); got "
+                f'{self.init_cfg!r}.')
+        pretrained = [cfg for cfg in cfgs if cfg.get('type') == 'Pretrained']
+        if len(pretrained) > 1:
+            raise ConfigValueError(
+                f'init_cfg has {len(pretrained)} Pretrained entries; keep the '
+                'one whose checkpoint the backbone should load.')
+        if pretrained and 'checkpoint' not in pretrained[0]:
+            raise ConfigKeyError(
+                "init_cfg of type 'Pretrained' needs checkpoint=PATH (a "
+                f'file or URL); got {pretrained[0]!r}.')
+        others = [cfg for cfg in cfgs if cfg.get('type') != 'Pretrained']
+        return (pretrained[0] if pretrained else None), others
 
     def get_layer_depth(self, param_name: str, prefix: str = '') -> tuple:
         """Layer depth of a parameter, for layer-wise learning-rate decay.

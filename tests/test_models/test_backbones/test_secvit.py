@@ -610,3 +610,11 @@ def test_parse_arch_reads_names_json_and_dict_literals():
         parse_arch('dict(depths=list(range(4)))')
     with pytest.raises(ValueError, match='JSON object or a dict literal'):
         parse_arch('{depths: [1, 1]}')
+
+
+@pytest.mark.parametrize('out_indices', [(1, 1), (3, -1), [0, 2, 2, 3]])
+def test_a_stage_named_twice_in_out_indices_is_refused(out_indices):
+    """One map per stage: a repeated stage would silently give fewer maps
+    than the neck expects."""
+    with pytest.raises(ConfigValueError, match='name a stage twice'):
+        SecViT(arch=TEST_ARCH, out_indices=out_indices)

@@ -124,6 +124,58 @@ def test_detector_checkpoint_loads_through_the_backbone_prefix(tmp_path):
         torch.testing.assert_close(model.state_dict()[name], value)
 
 
+@pytest.mark.parametrize('prefix', ['backbone', 'backbone.'])
+def test_an_explicit_prefix_may_omit_the_dot(tmp_path, prefix):
+    """MMEngine's ``Pretrained`` init takes ``prefix='backbone'``."""
+    source = randomize_weights(SecViT(arch=TEST_ARCH), seed=3)
+    path = tmp_path / 'detector.pth'
+    save_detector_checkpoint(path, source)
+    model = SecViT(
+        arch=TEST_ARCH,
+        init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                      prefix=prefix))
+    model.init_weights()
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value)
+
+
+def test_a_list_init_cfg_initialises_then_loads(official_checkpoint):
+    """As MMEngine's ``BaseModule`` does: the other initialisers first, the
+    checkpoint over them; what it lacks (the output norms) keeps theirs."""
+    model = SecViT(
+        arch=TEST_ARCH,
+        init_cfg=[
+            dict(type='Constant', layer='LayerNorm', val=3.0),
+            dict(type='Pretrained', checkpoint=str(official_checkpoint)),
+        ])
+    model.init_weights()
+    expected = randomize_weights(
+        SecViT(arch=TEST_ARCH, out_norm=False), seed=1).state_dict()
+    for name, value in expected.items():
+        torch.testing.assert_close(model.state_dict()[name], value)
+    assert torch.all(model.norm0.norm.weight == 3.0)
+    # Without a checkpoint, only the initialisers.
+    model = SecViT(
+        arch=TEST_ARCH,
+        init_cfg=[dict(type='Constant', layer='LayerNorm', val=2.0)])
+    model.init_weights()
+    assert torch.all(model.layers[0].blocks[0].norm1.norm.weight == 2.0)
+
+
+@pytest.mark.parametrize('init_cfg, error, match', [
+    (['Pretrained'], 'ConfigTypeError', 'a dict or a list of dicts'),
+    ([dict(type='Pretrained', checkpoint='a.pth'),
+      dict(type='Pretrained', checkpoint='b.pth')], 'ConfigValueError',
+     '2 Pretrained entries'),
+    (dict(type='Pretrained'), 'ConfigKeyError', 'needs checkpoint=PATH'),
+])
+def test_bad_init_cfg_is_refused_clearly(init_cfg, error, match):
+    model = SecViT(arch=TEST_ARCH, init_cfg=init_cfg)
+    with pytest.raises(Exception, match=match) as info:
+        model.init_weights()
+    assert type(info.value).__name__ == error
+
+
 def save_detector_checkpoint(path, source):
     state_dict = {f'backbone.{k}': v for k, v in source.state_dict().items()}
     torch.save(dict(state_dict=state_dict, meta=dict(epoch=12)), path)
