@@ -75,7 +75,7 @@ def main():
         else:
             dump_metric = results_dump_metric(codebase, args.out)
 
-    runner = build_runner(cfg, args.launcher)
+    runner = build_runner(cfg, args.launcher, checkpoint_purpose='evaluate')
     if dump_metric is not None:
         runner.test_evaluator.metrics.append(dump_metric)
     runner.test()

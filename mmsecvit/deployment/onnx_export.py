@@ -32,6 +32,8 @@ from mmsecvit.models.layers import (forced_cluster_orders,
 from mmsecvit.models.layers.sec_attention import (CLUSTER_MODES,
                                                   resolve_cluster_length,
                                                   sec_attention_modules)
+from mmsecvit.utils.checkpoint_fit import (check_checkpoint_fits,
+                                           checkpoint_state_dict)
 from mmsecvit.utils.errors import ConfigValueError, MMSecViTUserError
 from mmsecvit.utils.fileio import load_checkpoint_file
 
@@ -107,8 +109,9 @@ def build_export_model(config: Union[str, Config],
     model = MODELS.build(cfg.model)
     if weights is not None:
         checkpoint = load_checkpoint_file(weights)
-        load_state_dict(
-            model, checkpoint.get('state_dict', checkpoint), strict=True)
+        check_checkpoint_fits(model, checkpoint, repr(str(weights)),
+                              'evaluate')
+        load_state_dict(model, checkpoint_state_dict(checkpoint), strict=True)
     for module in model.modules():
         if isinstance(module, SecViT) and module.crop_batch_padding:
             # Its per-image crops are Python loops over data: a graph

@@ -15,10 +15,13 @@ from typing import Optional
 
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmsecvit.utils.checkpoint_fit import check_checkpoint_fits
 from mmsecvit.utils.errors import ConfigValueError, MissingFileError
+from mmsecvit.utils.fileio import load_checkpoint_file
 from .runtime import LOAD_FROM_IF_NO_CHECKPOINT, prepare_runtime
 
 #: The OpenMMLab codebases the tools can drive, by registry scope.
@@ -388,17 +391,44 @@ def enable_compile_support(cfg: Config) -> None:
         _append_custom_hook(cfg, 'mmsecvit.PlainParamGroupsHook')
 
 
-def build_runner(cfg: Config, launcher: str = 'none'):
-    """Prepare the runtime for this machine and build the Runner.
+def build_runner(cfg: Config,
+                 launcher: str = 'none',
+                 checkpoint_purpose: str = 'fine_tune'):
+    """Prepare the runtime for this machine, build the Runner and check
+    that the checkpoint it will load fits its model.
 
     Args:
         cfg (mmengine.Config): The full config.
         launcher (str): ``--launcher``. Defaults to 'none'.
+        checkpoint_purpose (str): What ``load_from`` is for without
+            ``resume``: 'fine_tune' (training) or 'evaluate' (testing); see
+            :func:`check_checkpoint_to_load`.
 
     Returns:
         mmengine.runner.Runner: The runner (``runner_type`` honoured).
     """
     cfg = prepare_runtime(cfg, launcher)
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(
+        cfg)
+    check_checkpoint_to_load(runner.model, cfg, checkpoint_purpose)
+    return runner
+
+
+def check_checkpoint_to_load(model, cfg: Config,
+                             purpose: str = 'fine_tune') -> None:
+    """Check the local checkpoint ``cfg.load_from`` against the built model
+    before the Runner loads it (non-strictly, with warnings): for resuming
+    where ``cfg.resume`` is set, else for ``purpose``; see
+    :func:`~mmsecvit.utils.checkpoint_fit.check_checkpoint_fits`.
+
+    Raises:
+        CheckpointMismatchError: If it does not fit.
+    """
+    load_from = cfg.get('load_from')
+    if not load_from or '://' in str(load_from):
+        return
+    if is_model_wrapper(model):
+        model = model.module
+    check_checkpoint_fits(model, load_checkpoint_file(load_from),
+                          repr(str(load_from)),
+                          'resume' if cfg.get('resume') else purpose)

@@ -11,6 +11,8 @@ import torch
 from conftest import REPO_ROOT, TOOLS, small_config
 
 from mmsecvit.engine.cli import DEBUG_ENV
+from mmsecvit.models import SecViT
+from mmsecvit.testing.archs import TEST_ARCH, arch_with
 
 RETINANET = 'retinanet_secvit-s_fpn_demo-coco.py'
 
@@ -114,6 +116,77 @@ def test_test_missing_checkpoint(demo_workspace, tmp_path):
         cwd=demo_workspace)
     assert_one_clear_message(result, 'test.py: error: Checkpoint not found',
                              'epoch_12.pth')
+
+
+@pytest.fixture(scope='module')
+def backbone_checkpoints(tmp_path_factory):
+    """Two checkpoints that load without error but fit no small demo
+    model: a bare backbone (no ``backbone.`` prefix), and a detector's
+    backbone of other widths."""
+    directory = tmp_path_factory.mktemp('checkpoints')
+    bare = SecViT(arch=TEST_ARCH).state_dict()
+    wide = SecViT(arch=arch_with(embed_dims=[64, 128, 256, 512])).state_dict()
+    paths = (str(directory / 'in1k.pth'), str(directory / 'wide.pth'))
+    torch.save(dict(state_dict=bare), paths[0])
+    torch.save(
+        dict(state_dict={f'backbone.{k}': v
+                         for k, v in wide.items()}), paths[1])
+    return paths
+
+
+def test_test_a_checkpoint_of_another_model(demo_workspace, tmp_path,
+                                            backbone_checkpoints):
+    """Before, MMEngine warned of every tensor and evaluated random
+    weights to an mAP of 0 with exit code 0."""
+    bare, wide = backbone_checkpoints
+    for checkpoint in (bare, wide):
+        result = run(
+            'test.py',
+            small_config(tmp_path, RETINANET),
+            checkpoint,
+            cwd=demo_workspace)
+        assert_one_clear_message(result, 'test.py: error: The checkpoint',
+                                 checkpoint, 'does not fit the model',
+                                 'model tensors missing')
+    assert 'backbone.patch_embed.proj.0.weight: checkpoint (32, 3, 3, 3) ' \
+        'vs model (16, 3, 3, 3)' in result.stderr
+
+
+def test_train_load_from_and_resume_of_another_model(demo_workspace, tmp_path,
+                                                     backbone_checkpoints):
+    bare, wide = backbone_checkpoints
+    config = small_config(tmp_path, RETINANET)
+    work_dir = str(tmp_path / 'work_dir')
+    result = run(
+        'train.py',
+        config,
+        '--work-dir',
+        work_dir,
+        '--cfg-options',
+        f'load_from={bare}',
+        cwd=demo_workspace)
+    assert_one_clear_message(result, 'model tensors missing',
+                             "model.backbone.init_cfg=dict(type='Pretrained'")
+    result = run(
+        'train.py',
+        config,
+        '--work-dir',
+        work_dir,
+        '--cfg-options',
+        f'load_from={wide}',
+        cwd=demo_workspace)
+    assert_one_clear_message(result, 'tensors with other shapes',
+                             'backbone.patch_embed.proj.0.weight')
+    result = run(
+        'train.py',
+        config,
+        '--work-dir',
+        work_dir,
+        '--resume',
+        wide,
+        cwd=demo_workspace)
+    assert_one_clear_message(result, 'does not fit the model',
+                             'model tensors missing')
 
 
 def test_image_demo_on_a_file_that_is_not_an_image(text_file):

@@ -28,7 +28,9 @@ from mmengine.registry import DATASETS, init_default_scope
 from mmsecvit.engine.cli import (add_debug_argument, argument_type,
                                  parse_device, run_tool)
 from mmsecvit.engine.runtime import convert_sync_bn
+from mmsecvit.utils.checkpoint_fit import check_checkpoint_fits
 from mmsecvit.utils.errors import ConfigValueError, MissingFileError
+from mmsecvit.utils.fileio import load_checkpoint_file
 from mmsecvit.utils.image import read_image
 
 TASKS = {
@@ -138,6 +140,11 @@ def main(argv=None):
         raise MissingFileError(f'No checkpoint at {args.weights!r}.')
     cfg = load_config(args.config, args.cfg_options)
     inferencer = build_inferencer(cfg, args.weights, args.device)
+    if args.weights is not None:
+        # The inferencer loads non-strictly: other weights would only warn.
+        check_checkpoint_fits(inferencer.model,
+                              load_checkpoint_file(args.weights),
+                              repr(args.weights), 'evaluate')
     if cfg.default_scope == 'mmdet':
         inferencer(
             args.image,
