@@ -6,6 +6,8 @@
 # (COCO bbox/segm AP are printed at the end). Runs on CPU or one GPU.
 # Extra arguments go to tools/train.py, e.g.
 #   bash tools/run_demo.sh --cfg-options train_cfg.max_epochs=1
+# MMSECVIT_DEMO_DATA (default data/demo) puts the data elsewhere; the demo
+# configs read the same variable. MMSECVIT_DEMO_WORK_DIR sets the work dir.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -324,6 +324,23 @@ def test_pretrained_dir_comes_from_the_environment(monkeypatch, tmp_path):
                                                          'secvit_t_in1k.pth')
 
 
+@pytest.mark.parametrize('name, root', [
+    ('demo/mask-rcnn_secvit-s_fpn_demo-coco.py', 'coco/'),
+    ('demo/upernet_secvit-s_demo-ade.py', 'ade/ADEChallengeData2016'),
+])
+def test_demo_data_root_comes_from_the_environment(monkeypatch, tmp_path,
+                                                   name, root):
+    """tools/run_demo.sh generates the data in $MMSECVIT_DEMO_DATA."""
+    monkeypatch.setenv('MMSECVIT_DEMO_DATA', str(tmp_path))
+    cfg = load(name)
+    expected = f'{tmp_path}/{root}'
+    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[split].dataset.data_root == expected
+    if root.startswith('coco'):
+        assert cfg.val_evaluator.ann_file == \
+            expected + 'annotations/instances_val2017.json'
+
+
 def test_missing_pretrained_file_stops_with_its_path(monkeypatch, tmp_path):
     monkeypatch.setenv('MMSECVIT_PRETRAINED_DIR', str(tmp_path))
     cfg = load('maskrcnn_secvit_s.py')

@@ -8,7 +8,8 @@
 # leaves the ``demo_`` name out of the final config.
 image_scale = (640, 256)  # (w, h) upper bound, the maps of mmseg's (2048, 512)
 
-demo_data_root = 'data/demo/ade/ADEChallengeData2016'
+# MMSECVIT_DEMO_DATA: where tools/run_demo.sh generated the data.
+demo_data_root = '{{$MMSECVIT_DEMO_DATA:data/demo}}/ade/ADEChallengeData2016'
 demo_crop_size = (256, 256)
 demo_train_pipeline = [
     dict(type='LoadImageFromFile'),

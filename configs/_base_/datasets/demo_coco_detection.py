@@ -10,7 +10,8 @@
 metainfo = dict(classes=('circle', 'square', 'triangle'))
 image_scale = (320, 256)  # (w, h), the size the demo images are made at
 
-demo_data_root = 'data/demo/coco/'
+# MMSECVIT_DEMO_DATA: where tools/run_demo.sh generated the data.
+demo_data_root = '{{$MMSECVIT_DEMO_DATA:data/demo}}/coco/'
 demo_train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
