@@ -151,8 +151,11 @@ else
         pip_install "$TORCH_SPEC"
     fi
 fi
+# ``read`` fails at the end of its input (torch printed nothing): the check
+# below reports it, not ``set -e``.
 read -r TORCH_VERSION TORCH_CUDA < <("$PYTHON" -c \
-    'import torch; print(torch.__version__, torch.version.cuda or "cpu")' || true)
+    'import torch; print(torch.__version__, torch.version.cuda or "cpu")') \
+    || true
 [[ -n "${TORCH_VERSION:-}" ]] || die "torch is installed but does not import; run: $PYTHON -c 'import torch'"
 log "torch: $TORCH_VERSION (CUDA: $TORCH_CUDA)"
 # Nothing below may replace this torch.
