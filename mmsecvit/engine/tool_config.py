@@ -20,7 +20,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmsecvit.utils.checkpoint_fit import check_checkpoint_fits
-from mmsecvit.utils.errors import ConfigValueError, MissingFileError
+from mmsecvit.utils.errors import (ConfigKeyError, ConfigValueError,
+                                   MissingFileError)
 from mmsecvit.utils.fileio import load_checkpoint_file
 from .runtime import LOAD_FROM_IF_NO_CHECKPOINT, prepare_runtime
 
@@ -54,10 +55,20 @@ def load_config(config: str,
     """
     if not osp.isfile(config):
         raise MissingFileError(f'Config file not found: {config}')
-    cfg = Config.fromfile(config)
+    try:
+        cfg = Config.fromfile(config)
+    except FileNotFoundError as error:  # a _base_ file
+        raise MissingFileError(
+            f'{config} inherits a file that does not exist ({error}); fix '
+            'its _base_ entry.') from error
     cfg.launcher = launcher
     if cfg_options is not None:
-        cfg.merge_from_dict(cfg_options)
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except (KeyError, TypeError) as error:
+            raise ConfigValueError(
+                f'--cfg-options cannot be merged into {config}: {error}'
+            ) from error
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
@@ -330,6 +341,13 @@ def enable_tta(cfg: Config, codebase: str) -> None:
     configs do).
     """
     if codebase == 'mmdet':
+        masks = _mask_predictor(cfg.model)
+        if masks:
+            raise ConfigValueError(
+                f"--tta: mmdet's test-time augmentation (DetTTAModel) merges "
+                f'boxes only and refuses instance masks, which this model '
+                f'predicts ({masks}). Test without --tta, or with a box-only '
+                'detector (e.g. the RetinaNet configs).')
         _default_det_tta(cfg)
     elif 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
         raise ConfigValueError(
@@ -337,6 +355,18 @@ def enable_tta(cfg: Config, codebase: str) -> None:
             "has them in its `_base_/default_runtime.py` and dataset configs)")
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def _mask_predictor(model: ConfigDict) -> Optional[str]:
+    """What of an mmdet model config predicts instance masks (a mask head
+    of its RoI head, or a MaskFormer-style model), or None."""
+    roi_head = model.get('roi_head') or {}
+    if roi_head.get('mask_head'):
+        return 'roi_head.mask_head'
+    if 'MaskFormer' in str(model.get('type')) or 'Mask2Former' in str(
+            model.get('type')):
+        return model.type
+    return None
 
 
 def set_seg_output_dir(cfg: Config, out: str) -> None:
@@ -408,8 +438,17 @@ def build_runner(cfg: Config,
         mmengine.runner.Runner: The runner (``runner_type`` honoured).
     """
     cfg = prepare_runtime(cfg, launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(
-        cfg)
+    try:
+        runner = RUNNERS.build(
+            cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    except TypeError as error:
+        # MMEngine's registry names the class: a misspelt or unknown key.
+        if 'unexpected keyword argument' not in str(error):
+            raise
+        raise ConfigKeyError(
+            f'{error}. Check the spelling of that key in the config or in '
+            '--cfg-options; the class docstring lists the arguments it '
+            'takes.') from error
     check_checkpoint_to_load(runner.model, cfg, checkpoint_purpose)
     return runner
 

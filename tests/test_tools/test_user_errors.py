@@ -246,3 +246,38 @@ def test_compile_check_unknown_arch():
                  '--backend', 'aot_eager')
     assert_one_clear_message(result, 'compile_check.py: error:',
                              "Unknown SecViT arch 'huge'")
+
+
+def test_test_tta_of_an_instance_segmentation_model(demo_workspace, tmp_path):
+    """Refused before the runner is built; before, mmdet's DetTTAModel
+    asserted after the whole inference."""
+    checkpoint = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {}}, str(checkpoint))
+    result = run(
+        'test.py',
+        small_config(tmp_path, 'mask-rcnn_secvit-s_fpn_demo-coco.py'),
+        str(checkpoint),
+        '--tta',
+        cwd=demo_workspace)
+    assert_one_clear_message(result, '--tta:', 'refuses instance masks',
+                             'roi_head.mask_head')
+
+
+def test_config_mistakes(demo_workspace, tmp_path):
+    broken = tmp_path / 'broken.py'
+    broken.write_text("_base_ = ['./no_such_base.py']\n")
+    assert_one_clear_message(
+        run('train.py', str(broken), cwd=demo_workspace),
+        'inherits a file that does not exist', 'no_such_base.py')
+    config = small_config(tmp_path, RETINANET)
+    # A dict onto the demo's init_cfg=None.
+    assert_one_clear_message(
+        run('train.py', config, '--cfg-options',
+            'model.backbone.init_cfg.checkpoint=x.pth',
+            cwd=demo_workspace), '--cfg-options cannot be merged',
+        '_delete_=True')
+    assert_one_clear_message(
+        run('train.py', config, '--work-dir', str(tmp_path / 'work_dir'),
+            '--cfg-options', 'model.backbone.with_cpp=True',
+            cwd=demo_workspace),
+        "unexpected keyword argument 'with_cpp'", 'Check the spelling')
