@@ -155,7 +155,7 @@ def check_dataset_paths(
         DatasetNotFoundError: With a message naming each missing path, the
             layout the dataset type expects and how to fix it.
     """
-    problems, hints, missing_paths = [], [], []
+    problems, hints, missing_paths, missing_roots = [], [], [], []
     for split in splits:
         loader_cfg = cfg.get(f'{split}_dataloader')
         if not isinstance(loader_cfg, dict) or 'dataset' not in loader_cfg:
@@ -172,6 +172,8 @@ def check_dataset_paths(
                 missing = missing[:1]
             for key, path in missing:
                 missing_paths.append(path)
+                if key == 'data_root':
+                    missing_roots.append(path)
                 problems.append(f'  {where}.{key}: {path} '
                                 f'(absolute: {osp.abspath(path)})')
             hint = _layout_hint(str(dataset_cfg.get('type', 'the dataset')))
@@ -187,11 +189,17 @@ def check_dataset_paths(
         return
     lines = ['Dataset not found. These paths from the config do not exist:']
     lines += list(dict.fromkeys(problems))  # val and test often share one
+    # A symlink stands in for a missing data root; files missing under an
+    # existing root mean an incomplete dataset.
+    first_fix = (
+        '  - put (or symlink) the dataset at the path above, e.g. '
+        f'`ln -s /path/to/the/dataset {missing_roots[0].rstrip("/")}`;'
+        if missing_roots else
+        '  - complete the dataset under its data root (the layout above);')
     lines += [''] + hints + [
         '',
         'To fix it, do one of:',
-        '  - put (or symlink) the dataset at the path above, e.g. '
-        f'`ln -s /path/to/the/dataset {missing_paths[0].rstrip("/")}`;',
+        first_fix,
         '  - point the config to it, e.g. `--cfg-options '
         'train_dataloader.dataset.data_root=/path/to/data '
         'val_dataloader.dataset.data_root=/path/to/data` (and the '

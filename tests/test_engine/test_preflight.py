@@ -45,6 +45,7 @@ def test_missing_data_root_names_path_layout_and_fixes(tmp_path):
     assert 'annotations/instances_train2017.json' in message
     assert '--cfg-options train_dataloader.dataset.data_root=' in message
     assert 'make_demo_data.py' in message
+    assert f'`ln -s /path/to/the/dataset {missing}`' in message
     assert isinstance(err.value, FileNotFoundError)
 
 
@@ -62,6 +63,9 @@ def test_missing_files_under_an_existing_root_are_each_named(tmp_path):
     assert 'test_evaluator.ann_file: ' + str(tmp_path / 'elsewhere.json') \
         in message
     assert 'data_prefix.img' not in message
+    # The root exists: no symlink onto a missing file is suggested.
+    assert 'ln -s' not in message
+    assert 'complete the dataset under its data root' in message
 
 
 def test_existing_data_passes(tmp_path):
