@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from mmsecvit.models import SecViT
-from mmsecvit.utils.errors import MissingFileError
+from mmsecvit.utils.errors import ConfigValueError, MissingFileError
 
 SDPA_OPS = ('aten::scaled_dot_product_attention', )
 
@@ -114,19 +114,24 @@ def _dummy_samples(scope: str, size: Tuple[int, int]) -> list:
 def model_flops(config: str,
                 size: Tuple[int, int],
                 cfg_options: Optional[dict] = None,
-                count_attention: bool = True) -> Dict[str, Any]:
+                count_attention: bool = True,
+                seed: int = 0) -> Dict[str, Any]:
     """FLOPs of a whole detector or segmentor built from a config.
 
     Pretrained weights are not loaded (``init_cfg`` of the backbone is
     dropped); the network runs ``_forward`` (no post-processing) on one
     image of ``size``. Use a size divisible by 32, as the data
-    preprocessors pad to.
+    preprocessors pad to. The random weights and image come from ``seed``
+    (the caller's random state is left as it was): a two-stage detector's
+    RoI head runs on the proposals that survive the RPN's NMS, which depend
+    on them, so the same seed gives the same count.
 
     Args:
         config (str): Config file.
         size (tuple[int, int]): Input height and width.
         cfg_options (dict, optional): Overrides merged into the config.
         count_attention (bool): See :func:`count_flops`.
+        seed (int): Of the random weights and image.
 
     Returns:
         dict: As :func:`count_flops`, plus ``backbone`` (the FLOPs of the
@@ -143,10 +148,22 @@ def model_flops(config: str,
     init_default_scope(scope)
     if 'init_cfg' in cfg.model.get('backbone', {}):
         cfg.model.backbone.init_cfg = None
-    model = MODELS.build(cfg.model).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MODELS.build(cfg.model).eval()
+        image = torch.rand(1, 3, *size)
     wrapped = _ForwardWithSamples(model, _dummy_samples(scope, size))
-    with torch.no_grad():
-        result = count_flops(wrapped, (torch.rand(1, 3, *size), ),
-                             count_attention)
+    try:
+        with torch.no_grad():
+            result = count_flops(wrapped, (image, ), count_attention)
+    except TypeError as error:
+        if 'required positional argument' not in str(error):
+            raise
+        # E.g. mmseg's Mask2Former: its head needs data samples that the
+        # segmentor's plain ``_forward`` does not pass.
+        raise ConfigValueError(
+            f'The FLOPs of {config} cannot be counted by a plain forward '
+            f"of its model ({error}). Count its backbone with --archs "
+            'instead.') from error
     result['backbone'] = result['by_module'].get('model.backbone', 0)
     return result

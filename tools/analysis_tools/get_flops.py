@@ -35,8 +35,11 @@ def parse_args(argv=None):
     parser.add_argument('--config', help='count a whole model instead')
     parser.add_argument('--size', type=argument_type(parse_size),
                         default=(224, 224), help='input HxW')
-    parser.add_argument('--cluster-mode', default='num_clusters',
-                        choices=['num_clusters', 'cluster_size'])
+    parser.add_argument(
+        '--cluster-mode',
+        choices=['num_clusters', 'cluster_size'],
+        help="SecViT's clustering (default: num_clusters for --archs, the "
+        "config's own for --config)")
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='overrides of the config, key=value')
@@ -48,8 +51,11 @@ def main(argv=None):
     args = parse_args(argv)
     h, w = args.size
     if args.config:
-        result = model_flops(args.config, args.size, args.cfg_options)
-        without = model_flops(args.config, args.size, args.cfg_options,
+        cfg_options = dict(args.cfg_options or {})
+        if args.cluster_mode is not None:
+            cfg_options['model.backbone.cluster_mode'] = args.cluster_mode
+        result = model_flops(args.config, args.size, cfg_options)
+        without = model_flops(args.config, args.size, cfg_options,
                               count_attention=False)
         print(f'{args.config} at {h}x{w}')
         print(f'  total    {result["total"] / 1e9:.1f} GFLOPs '
@@ -65,10 +71,10 @@ def main(argv=None):
             name = 'custom'
         else:
             name = FULL_NAMES.get(arch, arch)
-        result = backbone_flops(arch, args.size,
-                                cluster_mode=args.cluster_mode)
+        cluster_mode = args.cluster_mode or 'num_clusters'
+        result = backbone_flops(arch, args.size, cluster_mode=cluster_mode)
         without = backbone_flops(arch, args.size, count_attention=False,
-                                 cluster_mode=args.cluster_mode)
+                                 cluster_mode=cluster_mode)
         paper = PAPER_GFLOPS.get(name, '')
         print(f'| {name} | {h}x{w} | {result["params"] / 1e6:.2f} | '
               f'{result["total"] / 1e9:.3f} | {without["total"] / 1e9:.3f} '
