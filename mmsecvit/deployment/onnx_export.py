@@ -15,6 +15,7 @@ backbone alone. Its input is the batch after the data preprocessor
 """
 import copy
 import importlib
+import os.path as osp
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -34,7 +35,8 @@ from mmsecvit.models.layers.sec_attention import (CLUSTER_MODES,
                                                   sec_attention_modules)
 from mmsecvit.utils.checkpoint_fit import (check_checkpoint_fits,
                                            checkpoint_state_dict)
-from mmsecvit.utils.errors import ConfigValueError, MMSecViTUserError
+from mmsecvit.utils.errors import (ConfigValueError, MissingFileError,
+                                   MMSecViTUserError)
 from mmsecvit.utils.fileio import load_checkpoint_file
 
 # LayerNormalization is an ONNX op from opset 17; SDPA's symbolic needs 14.
@@ -93,6 +95,8 @@ def build_export_model(config: Union[str, Config],
     Raises:
         ExportError: If the model cannot be exported (see the message).
     """
+    if isinstance(config, str) and not osp.isfile(config):
+        raise MissingFileError(f'Config file not found: {config}')
     cfg = Config.fromfile(config) if isinstance(config, str) else \
         copy.deepcopy(config)
     if cfg_options:

@@ -3,6 +3,7 @@ import os.path as osp
 import runpy
 
 import pytest
+import torch
 from conftest import TOOLS, small_config
 
 from mmsecvit.engine.cli import run_tool
@@ -45,3 +46,29 @@ def test_a_wrong_shape_is_a_usage_error(tool, tmp_path, shape, capsys):
         tool['parse_args'](['c.py', '--out', 'x.onnx', '--shape', *shape])
     assert exit_info.value.code == 2
     assert 'usage' in capsys.readouterr().err
+
+
+def test_a_missing_config_and_weights_of_another_model(tool, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool(tool['main'],
+                 [str(tmp_path / 'nowhere.py'), '--out', 'x.onnx'])
+    assert exit_info.value.code == 2
+    assert 'Config file not found' in capsys.readouterr().err
+    weights = tmp_path / 'other.pth'
+    torch.save({'state_dict': {
+        'backbone.other.weight': torch.zeros(2)
+    }}, str(weights))
+    config = small_config(tmp_path, 'mask-rcnn_secvit-s_fpn_demo-coco.py')
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool(tool['main'], [
+            config, '--backbone-only', '--weights',
+            str(weights), '--out',
+            str(tmp_path / 'x.onnx')
+        ])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert 'does not fit the model' in error and 'Traceback' not in error
+
+
+def test_debug_is_accepted(tool):
+    assert tool['parse_args'](['c.py', '--out', 'x.onnx', '--debug']).debug

@@ -10,7 +10,7 @@ backbone's feature maps. See docs/deployment.md.
 Examples:
     python tools/deployment/pytorch2onnx.py \
         configs/upernet/upernet_secvit-s_8xb2-160k_ade20k-512x512.py \
-        --weights iter_160000.pth --shape 512 512 --dynamic \
+        --weights iter_160000.pth --shape 576 576 \
         --out upernet_secvit-s.onnx
     python tools/deployment/pytorch2onnx.py \
         configs/mask_rcnn/mask-rcnn_secvit-s_fpn_1x_coco.py --backbone-only \
@@ -25,7 +25,7 @@ from mmengine.config import DictAction
 from mmsecvit.deployment.onnx_export import (ATOL, OPSET, RTOL,
                                              build_export_model, export_onnx,
                                              verification_inputs, verify_onnx)
-from mmsecvit.engine.cli import run_tool
+from mmsecvit.engine.cli import add_debug_argument, run_tool
 from mmsecvit.models.layers.sec_attention import CLUSTER_MODES
 
 
@@ -81,6 +81,7 @@ def parse_args(argv=None):
         nargs='+',
         action=DictAction,
         help='override config settings, e.g. model.backbone.cluster_size=64')
+    add_debug_argument(parser)
     return parser.parse_args(argv)
 
 
