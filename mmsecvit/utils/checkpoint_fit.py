@@ -53,7 +53,9 @@ def compare_state_dict(
     Returns:
         tuple[list[str], list[str], list[str]]: The tensors of other shapes
         (``'key: checkpoint (..) vs model (..)'``), the model's tensors the
-        checkpoint lacks, and the checkpoint's tensors the model lacks.
+        checkpoint lacks (not counting BatchNorm's ``num_batches_tracked``,
+        which MMEngine does not miss either: older checkpoints lack it),
+        and the checkpoint's tensors the model lacks.
     """
     own = model.state_dict()
     mismatched = [
@@ -61,7 +63,10 @@ def compare_state_dict(
         f'{tuple(own[key].shape)}' for key, value in state_dict.items()
         if key in own and value.shape != own[key].shape
     ]
-    missing = [key for key in own if key not in state_dict]
+    missing = [
+        key for key in own if key not in state_dict
+        and not key.endswith('num_batches_tracked')
+    ]
     unexpected = [key for key in state_dict if key not in own]
     return mismatched, missing, unexpected
 
@@ -90,7 +95,7 @@ def check_checkpoint_fits(model: nn.Module, checkpoint: Mapping, source: str,
     mismatched, missing, unexpected = compare_state_dict(model, state_dict)
     if purpose == 'fine_tune':
         mismatched = [m for m in mismatched if m.startswith('backbone.')]
-        nothing = len(missing) == len(model.state_dict())
+        nothing = not any(key in state_dict for key in model.state_dict())
         missing = missing if nothing else []
         unexpected = []
     problems = [

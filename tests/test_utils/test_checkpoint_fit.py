@@ -110,6 +110,17 @@ def test_resuming_needs_the_epoch_and_iteration():
         check_checkpoint_fits(model, checkpoint, 'x.pth', 'resume')
 
 
+def test_a_missing_batch_count_is_not_missing():
+    """As in MMEngine: checkpoints of older torch lack it."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    state_dict = {
+        k: v
+        for k, v in model.state_dict().items()
+        if not k.endswith('num_batches_tracked')
+    }
+    check_checkpoint_fits(model, state_dict, 'old.pth', 'evaluate')
+
+
 def test_compare_and_unknown_purpose():
     model = Detector()
     assert compare_state_dict(model, model.state_dict()) == ([], [], [])
