@@ -1062,8 +1062,10 @@ def run_benchmark(cases: Sequence[Case],
             for i in group:
                 log(f'[{prefix}{i + 1}/{len(cases)}] {cases[i].task} '
                     f'{cases[i].size} {cases[i].name}' +
-                    (' (alternating)' if alternate else ''))
-            if not alternate:
+                    (' (alternating)' if alternate and len(group) > 1
+                     else ''))
+            # A group of one (an ONNX Runtime case) has no turns to take.
+            if not alternate or len(members) == 1:
                 measured = [
                     measure_in_subprocess(members[0], env=env)
                     if in_subprocess else run_case(members[0])

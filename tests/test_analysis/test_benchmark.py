@@ -540,6 +540,25 @@ def test_alternate_groups_the_cases_by_task_and_size(monkeypatch):
             [0], [1]]
 
 
+def test_an_onnxruntime_case_alone_in_its_group_is_measured_alone(
+        monkeypatch):
+    """The alternating worker measures PyTorch cases only: an ONNX Runtime
+    case (its own group) goes to the one-case worker."""
+    alone, together = [], []
+    monkeypatch.setattr(
+        benchmark, 'measure_in_subprocess',
+        lambda case, env=None: alone.append(case) or Result(case, times=[1.]))
+    monkeypatch.setattr(
+        benchmark, 'measure_alternating_in_subprocess',
+        lambda cases, env=None: together.append(cases) or
+        [Result(c, times=[2.]) for c in cases])
+    cases = [Case(), Case(model='swin-t'), Case(runtime='onnxruntime')]
+    results = benchmark.run_benchmark(cases, alternate=True,
+                                      log=lambda *args: None)
+    assert alone == cases[2:] and together == [cases[:2]]
+    assert [r.times for r in results] == [[2.], [2.], [1.]]
+
+
 def test_alternating_worker_takes_a_list_of_cases(monkeypatch):
     seen = {}
 
