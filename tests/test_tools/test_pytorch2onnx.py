@@ -1,4 +1,5 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
+import os
 import os.path as osp
 import runpy
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from conftest import TOOLS, small_config
 
-from mmsecvit.engine.cli import run_tool
+from mmsecvit.engine.cli import DEBUG_ENV, run_tool
 
 pytest.importorskip('onnxruntime')
 
@@ -70,5 +71,9 @@ def test_a_missing_config_and_weights_of_another_model(tool, tmp_path, capsys):
     assert 'does not fit the model' in error and 'Traceback' not in error
 
 
-def test_debug_is_accepted(tool):
-    assert tool['parse_args'](['c.py', '--out', 'x.onnx', '--debug']).debug
+def test_debug_is_accepted(tool, monkeypatch):
+    # The option sets the environment variable (for the whole process):
+    # monkeypatch puts it back as it was.
+    monkeypatch.setenv(DEBUG_ENV, '0')
+    tool['parse_args'](['c.py', '--out', 'x.onnx', '--debug'])
+    assert os.environ[DEBUG_ENV] == '1'
