@@ -113,6 +113,20 @@ def add_debug_argument(parser: argparse.ArgumentParser) -> None:
         f'(same as the environment variable {DEBUG_ENV}=1)')
 
 
+def add_device_arguments(parser: argparse.ArgumentParser,
+                         dtype: bool = True) -> None:
+    """Add ``--device`` (checked by :func:`parse_device`, default 'cpu')
+    and, with ``dtype``, ``--dtype`` of the timed tensors (float32, float64,
+    bfloat16 or float16; default float32) of the kernel benchmarks."""
+    parser.add_argument(
+        '--device', type=argument_type(parse_device), default='cpu')
+    if dtype:
+        parser.add_argument(
+            '--dtype',
+            default='float32',
+            choices=['float32', 'float64', 'bfloat16', 'float16'])
+
+
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--threads`` (default None: torch's own number); apply it
     with :func:`apply_threads_argument`."""

@@ -25,10 +25,10 @@ from mmsecvit.analysis.attention_benchmark import (KERNELS,
 from mmsecvit.analysis.benchmark import (MODES, matmul_rate,
                                          parse_arch_or_test, parse_size)
 from mmsecvit.engine.cli import (add_arch_argument, add_batch_argument,
-                                 add_debug_argument, add_limit_size_argument,
-                                 add_threads_argument, apply_threads_argument,
-                                 argument_type, check_batch_argument,
-                                 parse_device, run_tool)
+                                 add_debug_argument, add_device_arguments,
+                                 add_limit_size_argument, add_threads_argument,
+                                 apply_threads_argument, argument_type,
+                                 check_batch_argument, run_tool)
 from mmsecvit.models import SecViT
 
 
@@ -50,12 +50,7 @@ def parse_args(argv=None):
         choices=sorted(KERNELS))
     parser.add_argument(
         '--repeats', type=int, default=5, help='timed calls per shape')
-    parser.add_argument(
-        '--device', type=argument_type(parse_device), default='cpu')
-    parser.add_argument(
-        '--dtype',
-        default='float32',
-        choices=['float32', 'float64', 'bfloat16', 'float16'])
+    add_device_arguments(parser)
     add_threads_argument(parser)
     add_limit_size_argument(parser)
     add_debug_argument(parser)

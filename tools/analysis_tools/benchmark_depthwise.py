@@ -21,9 +21,9 @@ from mmsecvit.analysis.depthwise_benchmark import (PASSES,
                                                    record_depthwise_convs,
                                                    time_depthwise_layouts)
 from mmsecvit.engine.cli import (add_arch_argument, add_batch_argument,
-                                 add_debug_argument, add_threads_argument,
-                                 apply_threads_argument, argument_type,
-                                 check_batch_argument, parse_device, run_tool)
+                                 add_debug_argument, add_device_arguments,
+                                 add_threads_argument, apply_threads_argument,
+                                 argument_type, check_batch_argument, run_tool)
 from mmsecvit.models import SecViT
 
 
@@ -48,12 +48,7 @@ def parse_args(argv=None):
         type=int,
         default=10,
         help='timed calls per layout, pass and convolution')
-    parser.add_argument(
-        '--device', type=argument_type(parse_device), default='cpu')
-    parser.add_argument(
-        '--dtype',
-        default='float32',
-        choices=['float32', 'float64', 'bfloat16', 'float16'])
+    add_device_arguments(parser)
     add_threads_argument(parser)
     add_debug_argument(parser)
     return parser.parse_args(argv)

@@ -21,10 +21,10 @@ from mmsecvit.analysis.benchmark import (MODES, Case, build_backbone,
 from mmsecvit.analysis.stage_timing import (format_part_table, part_gmacs,
                                             time_parts)
 from mmsecvit.engine.cli import (add_arch_argument, add_batch_argument,
-                                 add_debug_argument, add_limit_size_argument,
-                                 add_threads_argument, apply_threads_argument,
-                                 argument_type, check_batch_argument,
-                                 parse_device, run_tool)
+                                 add_debug_argument, add_device_arguments,
+                                 add_limit_size_argument, add_threads_argument,
+                                 apply_threads_argument, argument_type,
+                                 check_batch_argument, run_tool)
 
 
 def parse_args(argv=None):
@@ -41,8 +41,7 @@ def parse_args(argv=None):
         default=(224, 224),
         help='input size HxW')
     add_batch_argument(parser)
-    parser.add_argument(
-        '--device', type=argument_type(parse_device), default='cpu')
+    add_device_arguments(parser, dtype=False)
     parser.add_argument(
         '--warmup', type=int, default=2,
         help='untimed forwards of each model first')
