@@ -468,6 +468,7 @@ def check_checkpoint_to_load(model, cfg: Config,
         return
     if is_model_wrapper(model):
         model = model.module
-    check_checkpoint_fits(model, load_checkpoint_file(load_from),
+    # Mapped, not read: the Runner reads it next.
+    check_checkpoint_fits(model, load_checkpoint_file(load_from, mmap=True),
                           repr(str(load_from)),
                           'resume' if cfg.get('resume') else purpose)

@@ -98,12 +98,17 @@ def register_checkpoint_safe_globals() -> None:
 
 
 def load_checkpoint_file(path: Union[str, os.PathLike],
-                         map_location: Any = 'cpu') -> Dict:
+                         map_location: Any = 'cpu',
+                         mmap: bool = False) -> Dict:
     """Load a local checkpoint with ``weights_only=True``.
 
     Args:
         path (str | os.PathLike): The checkpoint file.
         map_location: Same as :func:`torch.load`. Defaults to 'cpu'.
+        mmap (bool): Map the tensors' bytes from the file instead of reading
+            them (``torch.load(mmap=True)``): cheap for a look at a large
+            file's keys and shapes. A file in torch's legacy (non-zip)
+            format is read whole. Defaults to False.
 
     Returns:
         dict: The loaded checkpoint.
@@ -118,7 +123,11 @@ def load_checkpoint_file(path: Union[str, os.PathLike],
         raise MissingFileError(f'Checkpoint file not found: {path}')
     register_checkpoint_safe_globals()
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(
+            path,
+            map_location=map_location,
+            weights_only=True,
+            mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         raise CheckpointLoadError(_explain_unpickling_error(path,
                                                             error)) from error

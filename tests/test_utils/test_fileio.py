@@ -82,6 +82,25 @@ def test_corrupt_checkpoint_gives_clear_error_naming_file(tmp_path, damage):
         load_checkpoint_file(path)
 
 
+@pytest.mark.parametrize('legacy', [False, True])
+def test_a_mapped_checkpoint_has_the_tensors(tmp_path, legacy):
+    """``mmap=True`` maps a zip-format file; a legacy one is read whole."""
+    path = tmp_path / 'model.pth'
+    weights = {'state_dict': {'w': torch.arange(6.).view(2, 3)}}
+    torch.save(weights, path, _use_new_zipfile_serialization=not legacy)
+    loaded = load_checkpoint_file(path, mmap=True)
+    torch.testing.assert_close(loaded['state_dict']['w'],
+                               weights['state_dict']['w'])
+
+
+def test_a_truncated_checkpoint_is_refused_when_mapped_too(tmp_path):
+    path = tmp_path / 'cut.pth'
+    torch.save({'w': torch.arange(1000.)}, path)
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(CheckpointLoadError, match='cut.pth'):
+        load_checkpoint_file(path, mmap=True)
+
+
 def test_missing_checkpoint_names_file(tmp_path):
     with pytest.raises(FileNotFoundError, match='absent.pth'):
         load_checkpoint_file(tmp_path / 'absent.pth')

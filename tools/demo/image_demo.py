@@ -143,7 +143,7 @@ def main(argv=None):
     if args.weights is not None:
         # The inferencer loads non-strictly: other weights would only warn.
         check_checkpoint_fits(inferencer.model,
-                              load_checkpoint_file(args.weights),
+                              load_checkpoint_file(args.weights, mmap=True),
                               repr(args.weights), 'evaluate')
     if cfg.default_scope == 'mmdet':
         inferencer(
