@@ -12,7 +12,8 @@ from mmsecvit.engine import shutdown_distributed
 from mmsecvit.engine.cli import (add_cfg_options_argument, add_debug_argument,
                                  add_launcher_arguments, export_local_rank,
                                  run_tool)
-from mmsecvit.engine.preflight import check_dataset_paths
+from mmsecvit.engine.preflight import (check_backbone_channels,
+                                       check_dataset_paths)
 from mmsecvit.engine.tool_config import (build_runner, enable_tta,
                                          enable_visualization, load_config,
                                          register_codebase,
@@ -58,6 +59,7 @@ def main():
     cfg = load_config(args.config, args.cfg_options, args.work_dir,
                       args.launcher)
     check_dataset_paths(cfg, splits=('test', ))
+    check_backbone_channels(cfg)
     if '://' not in args.checkpoint and not os.path.isfile(args.checkpoint):
         raise MissingFileError(f'Checkpoint not found: {args.checkpoint}. '
                                'Give the path of an existing checkpoint.')

@@ -10,7 +10,8 @@ from mmsecvit.engine import shutdown_distributed
 from mmsecvit.engine.cli import (add_cfg_options_argument, add_debug_argument,
                                  add_launcher_arguments, export_local_rank,
                                  run_tool)
-from mmsecvit.engine.preflight import (check_dataset_paths,
+from mmsecvit.engine.preflight import (check_backbone_channels,
+                                       check_dataset_paths,
                                        check_pretrained_paths)
 from mmsecvit.engine.tool_config import (build_runner, enable_amp,
                                          enable_auto_scale_lr,
@@ -61,6 +62,7 @@ def main():
                       args.launcher)
     check_dataset_paths(cfg, splits=('train', 'val'))
     check_pretrained_paths(cfg)
+    check_backbone_channels(cfg)
     register_codebase(cfg)
     if args.amp:
         enable_amp(cfg)

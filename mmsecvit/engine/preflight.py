@@ -7,11 +7,16 @@ has been built, and a missing ImageNet checkpoint at ``init_weights``.
 :func:`check_dataset_paths` walks the dataloaders' dataset configs, wrappers
 included, and :func:`check_pretrained_paths` the model's ``init_cfg``; each
 raises one error that names every missing path and says how to fix it.
+:func:`check_backbone_channels` compares the neck's or decode head's input
+channels with the backbone's outputs.
 """
 import os.path as osp
 from typing import Iterator, List, Sequence, Tuple
 
-from mmsecvit.utils.errors import MissingFileError
+import torch
+
+from mmsecvit.models import SecViT
+from mmsecvit.utils.errors import ConfigValueError, MissingFileError
 
 _WRAPPED_KEYS = ('dataset', 'datasets')
 _PREFIX_KEYS = ('img', 'img_path', 'seg', 'seg_map_path')
@@ -261,3 +266,55 @@ def check_pretrained_paths(cfg) -> None:
         f'{missing[0][0].rsplit(".", 1)[0]}=None',
     ]
     raise PretrainedNotFoundError('\n'.join(lines))
+
+
+def check_backbone_channels(cfg) -> None:
+    """Refuse a neck (or, without one, a decode head) whose ``in_channels``
+    differ from the maps a SecViT backbone gives (its arch's channels at
+    ``out_indices``, picked by the head's ``in_index`` where it has a list
+    of them).
+
+    Without this check, e.g. ``model.backbone.out_indices=3`` under an FPN
+    of four inputs fails at the first step in mmdet's bare ``assert
+    len(inputs) == len(self.in_channels)``. The backbone is built on the
+    ``meta`` device (no memory, no weights); other backbones, and heads
+    without a list of ``in_channels``, are not checked.
+
+    Args:
+        cfg (mmengine.Config | dict): The full config.
+
+    Raises:
+        ConfigValueError: Naming the head, its ``in_channels`` and the
+            backbone's channels.
+    """
+    model = cfg.get('model') or {}
+    backbone = model.get('backbone') or {}
+    if str(backbone.get('type', '')).rpartition('.')[2] != 'SecViT':
+        return
+    with torch.device('meta'):
+        secvit = SecViT(**{k: v for k, v in backbone.items() if k != 'type'})
+    outs = [secvit.embed_dims[i] for i in secvit.out_indices]
+    # The first module after the backbone: with a neck, the decode head
+    # takes the neck's maps.
+    for where in ('neck', ) if model.get('neck') else ('decode_head', ):
+        head = model.get(where)
+        if isinstance(head, (list, tuple)):  # several necks: the first
+            head = head[0] if head else None
+        in_channels = head.get('in_channels') if isinstance(head,
+                                                            dict) else None
+        if not isinstance(in_channels, (list, tuple)):
+            continue
+        in_index = head.get('in_index')
+        expected = outs if not isinstance(in_index, (list, tuple)) else [
+            outs[i] if -len(outs) <= i < len(outs) else None
+            for i in in_index
+        ]
+        if list(in_channels) != expected:
+            raise ConfigValueError(
+                f'model.{where}.in_channels={list(in_channels)} do not match '
+                f'the backbone: SecViT with out_indices='
+                f'{tuple(secvit.out_indices)} gives maps of {outs} channels'
+                + (f', of which in_index={list(in_index)} takes {expected}'
+                   if isinstance(in_index, (list, tuple)) else '') +
+                f'. Set model.{where}.in_channels to match, or change the '
+                "backbone's out_indices.")

@@ -14,6 +14,7 @@ from mmengine.registry import DefaultScope
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmsecvit.datasets.demo import DEMO_COCO_CLASSES
+from mmsecvit.engine.preflight import check_backbone_channels
 from mmsecvit.testing import TEST_ARCH
 
 CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
@@ -308,6 +309,13 @@ def test_demo_configs_use_the_demo_data_classes(name):
         for head in heads:
             assert head.num_classes == num_classes
     assert cfg.val_evaluator.ann_file.startswith('data/demo/coco/')
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_heads_take_the_backbones_channels(name):
+    """The preflight check of tools/train.py and tools/test.py passes on
+    every shipped config."""
+    check_backbone_channels(load(name))
 
 
 @pytest.mark.parametrize('name', [n for n in CONFIGS if n.startswith('demo')])

@@ -6,9 +6,12 @@ from mmengine.config import Config
 
 from mmsecvit.engine.preflight import (DatasetNotFoundError,
                                        PretrainedNotFoundError,
+                                       check_backbone_channels,
                                        check_dataset_paths,
                                        check_pretrained_paths, dataset_paths,
                                        iter_dataset_cfgs)
+from mmsecvit.testing import TEST_ARCH
+from mmsecvit.utils.errors import ConfigValueError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -145,8 +148,7 @@ def config_with(checkpoint):
                 type='MaskRCNN',
                 backbone=dict(
                     type='mmsecvit.SecViT',
-                    init_cfg=dict(type='Pretrained',
-                                  checkpoint=checkpoint)),
+                    init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
                 neck=dict(init_cfg=[dict(type='Xavier', layer='Conv2d')]))))
 
 
@@ -174,3 +176,45 @@ def test_the_real_entry_config_is_checked(tmp_path):
     cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'none.pth')
     with pytest.raises(PretrainedNotFoundError, match='none.pth'):
         check_pretrained_paths(cfg)
+
+
+def _secvit_model(out_indices=(0, 1, 2, 3), **heads):
+    return dict(
+        model=dict(
+            backbone=dict(
+                type='mmsecvit.SecViT',
+                arch=TEST_ARCH,
+                out_indices=out_indices),
+            **heads))
+
+
+def test_backbone_channels_that_fit_pass():
+    channels = TEST_ARCH['embed_dims']
+    check_backbone_channels(
+        _secvit_model(neck=dict(type='FPN', in_channels=channels)))
+    check_backbone_channels(
+        _secvit_model((1, 2, 3), neck=[dict(in_channels=channels[1:])]))
+    check_backbone_channels(
+        _secvit_model(
+            decode_head=dict(in_channels=channels[2:], in_index=[2, 3])))
+    # Other backbones and heads without a list are not checked.
+    check_backbone_channels(
+        dict(
+            model=dict(
+                backbone=dict(type='ResNet'), neck=dict(in_channels=[1]))))
+    check_backbone_channels(_secvit_model(decode_head=dict(in_channels=64)))
+
+
+def test_backbone_channels_that_do_not_fit_are_named():
+    channels = TEST_ARCH['embed_dims']
+    with pytest.raises(ConfigValueError) as err:
+        check_backbone_channels(
+            _secvit_model(3, neck=dict(type='FPN', in_channels=channels)))
+    message = str(err.value)
+    assert f'model.neck.in_channels={channels} do not match' in message
+    assert f'out_indices=(3,) gives maps of [{channels[3]}] channels' \
+        in message
+    with pytest.raises(ConfigValueError, match=r'in_index=\[0, 4\] takes'):
+        check_backbone_channels(
+            _secvit_model(
+                decode_head=dict(in_channels=channels[:2], in_index=[0, 4])))

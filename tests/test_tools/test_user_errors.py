@@ -281,3 +281,17 @@ def test_config_mistakes(demo_workspace, tmp_path):
             '--cfg-options', 'model.backbone.with_cpp=True',
             cwd=demo_workspace),
         "unexpected keyword argument 'with_cpp'", 'Check the spelling')
+
+
+def test_out_indices_that_the_neck_does_not_take(demo_workspace, tmp_path):
+    """Before, mmdet's FPN failed its bare assert at the first step."""
+    result = run(
+        'train.py',
+        small_config(tmp_path, RETINANET),
+        '--work-dir',
+        str(tmp_path / 'work_dir'),
+        '--cfg-options',
+        'model.backbone.out_indices=3',
+        cwd=demo_workspace)
+    assert_one_clear_message(result, 'model.neck.in_channels=',
+                             'do not match the backbone')
