@@ -16,7 +16,8 @@ from typing import Iterator, List, Sequence, Tuple
 import torch
 
 from mmsecvit.models import SecViT
-from mmsecvit.utils.errors import ConfigValueError, MissingFileError
+from mmsecvit.utils.errors import (ConfigValueError, MissingFileError,
+                                   unexpected_keyword_error)
 
 _WRAPPED_KEYS = ('dataset', 'datasets')
 _PREFIX_KEYS = ('img', 'img_path', 'seg', 'seg_map_path')
@@ -291,8 +292,16 @@ def check_backbone_channels(cfg) -> None:
     backbone = model.get('backbone') or {}
     if str(backbone.get('type', '')).rpartition('.')[2] != 'SecViT':
         return
-    with torch.device('meta'):
-        secvit = SecViT(**{k: v for k, v in backbone.items() if k != 'type'})
+    try:
+        with torch.device('meta'):
+            secvit = SecViT(
+                **{k: v
+                   for k, v in backbone.items() if k != 'type'})
+    except TypeError as error:
+        key_error = unexpected_keyword_error(error)
+        if key_error is None:
+            raise
+        raise key_error from error
     outs = [secvit.embed_dims[i] for i in secvit.out_indices]
     # The first module after the backbone: with a neck, the decode head
     # takes the neck's maps.

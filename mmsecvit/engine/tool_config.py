@@ -20,8 +20,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmsecvit.utils.checkpoint_fit import check_checkpoint_fits
-from mmsecvit.utils.errors import (ConfigKeyError, ConfigValueError,
-                                   MissingFileError)
+from mmsecvit.utils.errors import (ConfigValueError, MissingFileError,
+                                   unexpected_keyword_error)
 from mmsecvit.utils.fileio import load_checkpoint_file
 from .runtime import LOAD_FROM_IF_NO_CHECKPOINT, prepare_runtime
 
@@ -443,12 +443,10 @@ def build_runner(cfg: Config,
             cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     except TypeError as error:
         # MMEngine's registry names the class: a misspelt or unknown key.
-        if 'unexpected keyword argument' not in str(error):
+        key_error = unexpected_keyword_error(error)
+        if key_error is None:
             raise
-        raise ConfigKeyError(
-            f'{error}. Check the spelling of that key in the config or in '
-            '--cfg-options; the class docstring lists the arguments it '
-            'takes.') from error
+        raise key_error from error
     check_checkpoint_to_load(runner.model, cfg, checkpoint_purpose)
     return runner
 

@@ -17,6 +17,7 @@ Every class takes a single message, so that code which re-raises an error as
 ``type(error)(f'more context: {error}')`` (as some versions of MMEngine's
 registry do) keeps working too.
 """
+from typing import Optional
 
 
 class MMSecViTUserError(Exception):
@@ -72,3 +73,24 @@ class UnsupportedEnvironmentError(MMSecViTUserError, RuntimeError):
 
 class UnsupportedVersionError(UnsupportedEnvironmentError, ImportError):
     """An installed library has a version mmsecvit does not support."""
+
+
+def unexpected_keyword_error(error: TypeError) -> Optional[ConfigKeyError]:
+    """The :class:`ConfigKeyError` for a ``TypeError`` that a constructor
+    raised on an unknown keyword argument (a misspelt or unknown config
+    key), or None for any other ``TypeError``.
+
+    Examples:
+        >>> try:
+        ...     model = MODELS.build(cfg.model)
+        ... except TypeError as error:
+        ...     key_error = unexpected_keyword_error(error)
+        ...     if key_error is None:
+        ...         raise
+        ...     raise key_error from error
+    """
+    if 'unexpected keyword argument' not in str(error):
+        return None
+    return ConfigKeyError(
+        f'{error}. Check the spelling of that key in the config or in '
+        '--cfg-options; the class docstring lists the arguments it takes.')

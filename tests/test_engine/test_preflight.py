@@ -11,7 +11,7 @@ from mmsecvit.engine.preflight import (DatasetNotFoundError,
                                        check_pretrained_paths, dataset_paths,
                                        iter_dataset_cfgs)
 from mmsecvit.testing import TEST_ARCH
-from mmsecvit.utils.errors import ConfigValueError
+from mmsecvit.utils.errors import ConfigKeyError, ConfigValueError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -218,3 +218,11 @@ def test_backbone_channels_that_do_not_fit_are_named():
         check_backbone_channels(
             _secvit_model(
                 decode_head=dict(in_channels=channels[:2], in_index=[0, 4])))
+
+
+def test_an_unknown_backbone_key_is_a_config_error():
+    model = _secvit_model()
+    model['model']['backbone']['with_cpp'] = True
+    with pytest.raises(ConfigKeyError,
+                       match="unexpected keyword argument 'with_cpp'"):
+        check_backbone_channels(model)
