@@ -40,6 +40,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
 from mmsecvit.analysis.attention_benchmark import KernelTiming
@@ -77,10 +78,6 @@ class DepthwiseConvShape:
         return (f'{channels} channels, {self.kernel_size[0]}x'
                 f'{self.kernel_size[1]} stride {self.stride[0]}, '
                 f'{batch}x{height}x{width}')
-
-
-def _pair(value) -> Tuple[int, int]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 class _RecordDepthwise(TorchFunctionMode):
@@ -153,12 +150,12 @@ def _convolution(shape: DepthwiseConvShape, layout: str, weight: torch.Tensor,
     return with_copies
 
 
-def _run(shape: DepthwiseConvShape, layout: str, pass_: str, x: torch.Tensor,
-         weight: torch.Tensor, bias: torch.Tensor,
+def _run(conv: Callable[[torch.Tensor], torch.Tensor], pass_: str,
+         x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
          grad: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-    """One call: the output, and for ``'forward_backward'`` also the
-    gradients of the input, the weight and the bias."""
-    conv = _convolution(shape, layout, weight, bias)
+    """One call of ``conv`` (from :func:`_convolution`): the output, and for
+    ``'forward_backward'`` also the gradients of the input, the weight and
+    the bias."""
     if pass_ == 'forward':
         with torch.no_grad():
             return conv(x),
@@ -228,11 +225,14 @@ def time_depthwise_layouts(
                 t.to(device, dtype).contiguous(memory_format=memory_format)
                 for t in (x, grad))
             maps[layout].requires_grad_()
+        convs = {
+            layout: _convolution(shape, layout, weight, bias)
+            for layout in LAYOUTS
+        }
         for pass_ in passes:
             runs = {
-                layout:
-                partial(_run, shape, layout, pass_, maps[layout], weight, bias,
-                        grads[layout])
+                layout: partial(_run, convs[layout], pass_, maps[layout],
+                                weight, bias, grads[layout])
                 for layout in LAYOUTS
             }
             reference = None
