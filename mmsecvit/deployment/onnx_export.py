@@ -13,6 +13,7 @@ and mmseg's models: the raw head outputs, before any post-processing) or the
 backbone alone. Its input is the batch after the data preprocessor
 (normalised, padded), of shape (B, 3, H, W).
 """
+import contextlib
 import copy
 import importlib
 import os.path as osp
@@ -226,7 +227,7 @@ def export_onnx(model: nn.Module,
         dynamic_axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
         dynamic_axes.update({name: {0: 'batch'} for name in names})
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _onnx_log_as_asked():
             torch.onnx.export(
                 model, (x, ),
                 out_file,
@@ -238,6 +239,52 @@ def export_onnx(model: nn.Module,
     except Exception as error:
         raise ExportError(_explain_export_error(error, opset)) from error
     return names
+
+
+# The modules of torch's TorchScript exporter that hold its logging switch
+# (``setup_onnx_logging``): where torch >= 2.7 keeps it, and before.
+_TORCHSCRIPT_EXPORTER_MODULES = (
+    'torch.onnx._internal.torchscript_exporter.utils', 'torch.onnx.utils')
+
+
+@contextlib.contextmanager
+def _onnx_log_as_asked():
+    """Keep the ONNX exporter's log off unless it was switched on.
+
+    torch's ``setup_onnx_logging`` reads ``_C._jit_is_onnx_log_enabled``
+    without calling it (torch 2.7 to at least 2.13): the function is truthy,
+    so every export switches the log on and leaves it on. A failing export
+    then prints its whole TorchScript graph (thousands of lines, "Torch IR
+    graph at exception") to stdout before any message. Inside this context
+    the exporter's switch is a correct one: the log is on only where it was
+    on before (``torch._C._jit_set_onnx_log_enabled(True)``) or for a
+    ``verbose`` export, and its state is restored afterwards.
+    """
+    was_enabled = torch._C._jit_is_onnx_log_enabled()
+
+    @contextlib.contextmanager
+    def setup_onnx_logging(verbose: bool):
+        torch._C._jit_set_onnx_log_enabled(was_enabled or verbose)
+        try:
+            yield
+        finally:
+            torch._C._jit_set_onnx_log_enabled(was_enabled)
+
+    patched = []
+    for name in _TORCHSCRIPT_EXPORTER_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, 'setup_onnx_logging'):
+            patched.append((module, module.setup_onnx_logging))
+            module.setup_onnx_logging = setup_onnx_logging
+    try:
+        yield
+    finally:
+        for module, original in patched:
+            module.setup_onnx_logging = original
+        torch._C._jit_set_onnx_log_enabled(was_enabled)
 
 
 def _explain_export_error(error: Exception, opset: int) -> str:

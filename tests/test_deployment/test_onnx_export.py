@@ -197,9 +197,25 @@ class _ComplexOp(nn.Module):
         return torch.view_as_real(torch.complex(x, x))
 
 
-def test_unsupported_operator_gets_an_error_naming_it(tmp_path):
+def test_unsupported_operator_gets_an_error_naming_it(tmp_path, capfd):
     with pytest.raises(ExportError, match='operator aten::complex'):
         export_onnx(_ComplexOp().eval(), str(tmp_path / 'x.onnx'), (4, 4))
+    # Only the message: not torch's dump of the graph (written to the
+    # process's stdout by C++), and the exporter's log stays off.
+    captured = capfd.readouterr()
+    assert 'IR graph' not in captured.out + captured.err
+    assert not torch._C._jit_is_onnx_log_enabled()
+
+
+def test_onnx_log_switched_on_by_the_user_still_logs(tmp_path, capfd):
+    torch._C._jit_set_onnx_log_enabled(True)
+    try:
+        with pytest.raises(ExportError):
+            export_onnx(_ComplexOp().eval(), str(tmp_path / 'x.onnx'), (4, 4))
+        assert torch._C._jit_is_onnx_log_enabled()
+    finally:
+        torch._C._jit_set_onnx_log_enabled(False)
+    assert 'IR graph at exception' in capfd.readouterr().out
 
 
 def test_export_records_no_size_as_a_constant(tmp_path):
