@@ -4,7 +4,9 @@ import runpy
 
 import cv2
 import pytest
+import torch
 from conftest import TOOLS, small_config
+from mmengine.registry import MODELS, init_default_scope
 from skimage import data as skimage_data
 
 
@@ -35,6 +37,22 @@ def test_demo_draws_the_result_of_a_demo_config(image_demo, demo_config, photo,
     assert out_file == osp.join(out_dir, 'vis', 'coffee.jpg')
     drawn = cv2.imread(out_file)
     assert drawn is not None and drawn.shape[:2] == (64, 96)
+
+
+def test_demo_with_the_weights_of_its_model(image_demo, photo, tmp_path):
+    # The weights are checked against the model built on the meta device
+    # before the inferencer loads them; a fitting checkpoint passes.
+    config = small_config(tmp_path, 'mask-rcnn_secvit-s_fpn_demo-coco.py')
+    cfg = image_demo['load_config'](config)
+    init_default_scope('mmdet')
+    state = MODELS.build(cfg.model).state_dict()
+    weights = str(tmp_path / 'epoch_1.pth')
+    torch.save({'state_dict': state, 'meta': {}}, weights)
+    image_demo['check_weights'](cfg, weights)
+    out_dir = str(tmp_path / 'outputs')
+    image_demo['main'](
+        [photo, config, '--weights', weights, '--out-dir', out_dir])
+    assert cv2.imread(osp.join(out_dir, 'vis', 'coffee.jpg')) is not None
 
 
 def test_demo_takes_class_names_from_the_config(image_demo, tmp_path):

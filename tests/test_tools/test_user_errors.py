@@ -6,6 +6,8 @@ import os.path as osp
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, TOOLS, small_config
@@ -187,6 +189,23 @@ def test_train_load_from_and_resume_of_another_model(demo_workspace, tmp_path,
         cwd=demo_workspace)
     assert_one_clear_message(result, 'does not fit the model',
                              'model tensors missing')
+
+
+def test_image_demo_with_weights_of_another_model(tmp_path,
+                                                  backbone_checkpoints):
+    """Refused before the inferencer loads them: no warning of every
+    tensor first, no picture of what random layers predict."""
+    image = str(tmp_path / 'grey.jpg')
+    cv2.imwrite(image, np.full((64, 96, 3), 127, np.uint8))
+    wide = backbone_checkpoints[1]
+    out_dir = str(tmp_path / 'outputs')
+    result = run('demo/image_demo.py', image,
+                 small_config(tmp_path, RETINANET), '--weights', wide,
+                 '--out-dir', out_dir)
+    assert_one_clear_message(result, 'image_demo.py: error: The checkpoint',
+                             wide, 'tensors with other shapes')
+    assert 'do not match' not in result.stdout + result.stderr
+    assert not osp.exists(out_dir)
 
 
 def test_image_demo_on_a_file_that_is_not_an_image(text_file):

@@ -23,7 +23,7 @@ import os.path as osp
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import DATASETS, init_default_scope
+from mmengine.registry import DATASETS, MODELS, init_default_scope
 
 from mmsecvit.engine.cli import (add_debug_argument, argument_type,
                                  parse_device, run_tool)
@@ -104,6 +104,24 @@ def config_metainfo(cfg: Config) -> dict:
     return dict(DATASETS.build(dataset_cfg).metainfo)
 
 
+def check_weights(cfg: Config, weights: str) -> None:
+    """Check that ``weights`` hold every tensor of the config's model in
+    its shape, before an inferencer loads them.
+
+    The inferencers load non-strictly: other weights would only warn (some
+    hundred lines) and draw what random layers predict. The model is built
+    on the ``meta`` device, so the check allocates and initialises nothing.
+
+    Raises:
+        CheckpointMismatchError: If the weights do not fit the model.
+    """
+    init_default_scope(cfg.default_scope)
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    check_checkpoint_fits(model, load_checkpoint_file(weights, mmap=True),
+                          repr(weights), 'evaluate')
+
+
 def build_inferencer(cfg: Config, weights=None, device='cpu'):
     """MMDetection's DetInferencer or MMSegmentation's MMSegInferencer."""
     if cfg.default_scope == 'mmdet':
@@ -139,12 +157,9 @@ def main(argv=None):
     if args.weights is not None and not osp.isfile(args.weights):
         raise MissingFileError(f'No checkpoint at {args.weights!r}.')
     cfg = load_config(args.config, args.cfg_options)
-    inferencer = build_inferencer(cfg, args.weights, args.device)
     if args.weights is not None:
-        # The inferencer loads non-strictly: other weights would only warn.
-        check_checkpoint_fits(inferencer.model,
-                              load_checkpoint_file(args.weights, mmap=True),
-                              repr(args.weights), 'evaluate')
+        check_weights(cfg, args.weights)
+    inferencer = build_inferencer(cfg, args.weights, args.device)
     if cfg.default_scope == 'mmdet':
         inferencer(
             args.image,
