@@ -189,12 +189,14 @@ class SecViTBlock(nn.Module):
                 cos: torch.Tensor) -> torch.Tensor:
         x = conv_plus_identity(self.pos, x)  # x + pos(x)
         if not (self.training or torch.is_grad_enabled()
-                or has_module_hooks(self.attn) or has_module_hooks(self.ffn)):
+                or has_module_hooks(self.attn) or has_module_hooks(self.ffn)
+                or has_module_hooks(self.drop_path)):
             # Inference: the residual sums (and layer scales) go into the
             # branches' last convolutions, fused on CPU where possible.
             # ``x`` is this block's own tensor, so it may be overwritten.
-            # (Not where a hook on a branch would see the sum instead of
-            # the branch's output.)
+            # (Not where a hook on a branch, or on the drop path the
+            # branches pass through, would see the sum instead of the
+            # branch's output, or not run.)
             gamma_1 = self.gamma_1 if self.layer_scale else None
             gamma_2 = self.gamma_2 if self.layer_scale else None
             x = self.attn(self.norm1(x), sin, cos, identity=x, scale=gamma_1)

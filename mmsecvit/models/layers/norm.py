@@ -84,16 +84,16 @@ class LayerNorm2d(nn.Module):
         self.norm = nn.LayerNorm(num_channels, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # For a channels-last map both permutes are free, and the result is
+        # channels-last again: the next convolutions run fastest that way,
+        # so no copy back to NCHW is made. A hooked ``norm`` is called as a
+        # module (see has_module_hooks), compiled or not.
+        if has_module_hooks(self.norm):
+            return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         if torch.compiler.is_compiling():
             return layer_norm_over_channels(x, self.norm.weight,
                                             self.norm.bias, self.norm.eps)
-        # For a channels-last map both permutes are free, and the result is
-        # channels-last again: the next convolutions run fastest that way,
-        # so no copy back to NCHW is made.
-        x = x.permute(0, 2, 3, 1)
-        if has_module_hooks(self.norm):
-            x = self.norm(x)
-        else:
-            x = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight,
-                             self.norm.bias, self.norm.eps)
+        x = F.layer_norm(
+            x.permute(0, 2, 3, 1), self.norm.normalized_shape,
+            self.norm.weight, self.norm.bias, self.norm.eps)
         return x.permute(0, 3, 1, 2)

@@ -54,6 +54,45 @@ def test_every_hooked_leaf_runs_once_and_the_outputs_stay(mode):
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('training', [False, True])
+def test_hooked_leaves_run_in_a_compiled_model(training):
+    """Traced by Dynamo (the graph-free 'eager' backend: the tracing is
+    what decides which modules are called), hooked leaves still run."""
+    model = _model().train(training)
+    x = torch.randn(1, 3, 64, 64)
+    calls = Counter()
+    leaves = [(name, module) for name, module in model.named_modules()
+              if isinstance(module, LEAVES)]
+    for name, module in leaves:
+        module.register_forward_hook(
+            lambda module, args, out, name=name: calls.update([name]))
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend='eager')
+    with torch.set_grad_enabled(training):
+        compiled(x)
+    assert [name for name, _ in leaves if calls[name] != 1] == []
+
+
+@pytest.mark.parametrize('mode', list(MODES))
+def test_hooked_drop_paths_see_both_branches(mode):
+    """Every block passes its attention and its FFN branch through
+    ``drop_path`` (an ``nn.Identity`` at rate 0, ``DropPath`` otherwise)."""
+    model = _model()
+    x = torch.randn(1, 3, 64, 64)
+    expected = _outputs(model, x, mode)
+    calls = Counter()
+    blocks = [(name, block) for name, block in model.named_modules()
+              if name.endswith('.blocks.0') or name.endswith('.blocks.1')]
+    assert blocks
+    for name, block in blocks:
+        block.drop_path.register_forward_hook(
+            lambda module, args, out, name=name: calls.update([name]))
+    outs = _outputs(model, x, mode)
+    assert [name for name, _ in blocks if calls[name] != 2] == []
+    for out, ref in zip(outs, expected):
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize('name', [
     'layers.1.blocks.0.attn', 'layers.1.blocks.0.ffn',
     'layers.1.blocks.0.norm1', 'layers.1.blocks.0.attn.qkv',
