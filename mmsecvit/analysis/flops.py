@@ -44,7 +44,10 @@ def count_flops(model: nn.Module,
             False shows what mmengine's counter gives on its own.
 
     Returns:
-        dict: ``total`` (int), ``by_module`` (dict of name to FLOPs),
+        dict: ``total`` (int), ``attention`` (int: the part of ``total``
+        counted for ``scaled_dot_product_attention``, 0 without
+        ``count_attention``; ``total - attention`` is what mmengine's
+        counter gives on its own), ``by_module`` (dict of name to FLOPs),
         ``unsupported`` (dict of op name to calls that were not counted),
         ``params`` (int).
     """
@@ -57,8 +60,12 @@ def count_flops(model: nn.Module,
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
     analyzer.tracer_warnings('none')
+    by_operator = analyzer.by_operator()
     return dict(
         total=analyzer.total(),
+        # by_operator names an op without its namespace.
+        attention=sum(
+            by_operator.get(op.split('::')[-1], 0) for op in SDPA_OPS),
         by_module=dict(analyzer.by_module()),
         unsupported=dict(analyzer.unsupported_ops()),
         params=sum(p.numel() for p in model.parameters()))

@@ -19,6 +19,9 @@ def test_attention_matmuls_are_counted_exactly():
     with_attention = backbone_flops(TEST_ARCH, (64, 64))
     without = backbone_flops(TEST_ARCH, (64, 64), count_attention=False)
     assert with_attention['total'] - without['total'] == expected
+    # One count gives both (what get_flops.py prints).
+    assert with_attention['attention'] == expected
+    assert without['attention'] == 0
     assert 'aten::scaled_dot_product_attention' in without['unsupported']
     assert 'aten::scaled_dot_product_attention' not in \
         with_attention['unsupported']

@@ -63,3 +63,32 @@ def test_cluster_mode_reaches_the_configs_backbone(monkeypatch, capsys):
         'cluster_size', *options
     ])
     assert seen[-1]['model.backbone.cluster_mode'] == 'cluster_size'
+
+
+def test_one_count_gives_the_total_without_attention(monkeypatch, capsys):
+    """The tool builds and counts the model once; the figure without
+    attention is exactly the count mmengine's counter gives on its own."""
+    from mmsecvit.analysis import flops
+    config = osp.join(REPO_ROOT, 'configs', 'demo',
+                      'retinanet_secvit-s_fpn_demo-coco.py')
+    options = {'model.backbone.arch': 't'}
+    without = flops.model_flops(
+        config, (64, 64), options, count_attention=False)['total']
+    calls = []
+    model_flops = flops.model_flops
+
+    def record(*args, **kwargs):
+        calls.append(model_flops(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(flops, 'model_flops', record)
+    main = runpy.run_path(TOOL)['main']
+    main([
+        '--config', config, '--size', '64x64', '--cfg-options',
+        'model.backbone.arch=t'
+    ])
+    assert len(calls) == 1
+    assert calls[0]['total'] - calls[0]['attention'] == without
+    assert calls[0]['attention'] > 0
+    assert f'({without / 1e9:.1f} without attention' in \
+        capsys.readouterr().out
