@@ -15,7 +15,7 @@ from typing import Optional
 
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -464,7 +464,12 @@ def check_checkpoint_to_load(model, cfg: Config,
     load_from = cfg.get('load_from')
     if not load_from or '://' in str(load_from):
         return
+    # As MMEngine's loading: the model inside a DDP-like wrapper, and the
+    # model inside a test-time augmentation one (--tta), whose keys have
+    # no 'module.' prefix in the checkpoint.
     if is_model_wrapper(model):
+        model = model.module
+    if isinstance(model, BaseTTAModel):
         model = model.module
     # Mapped, not read: the Runner reads it next.
     check_checkpoint_fits(model, load_checkpoint_file(load_from, mmap=True),

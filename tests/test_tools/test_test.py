@@ -79,3 +79,20 @@ def test_rejects_a_detection_output_that_is_not_a_pickle(
                  str(tmp_path / 'results.json'))
     assert exit_info.value.code == 2
     assert '--out must be a .pkl or .pickle file' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    'demo_config',
+    ['retinanet_secvit-s_fpn_demo-coco.py', 'upernet_secvit-s_demo-ade.py'])
+def test_tta_takes_the_checkpoint_of_the_model_it_wraps(
+        demo_config, demo_workspace, tmp_path, monkeypatch):
+    """The TTA model's own keys start with 'module.'; the checkpoint's are
+    the wrapped model's (before, the check refused every checkpoint)."""
+    monkeypatch.chdir(demo_workspace)
+    config = small_config(tmp_path, demo_config)
+    checkpoint = untrained_checkpoint(config, str(tmp_path / 'model.pth'))
+    work_dir = str(tmp_path / 'work_dir')
+    run_tool(monkeypatch, 'test.py', config, checkpoint, '--tta',
+             '--work-dir', work_dir)
+    metrics = logged_test_metrics(work_dir)
+    assert ('coco/bbox_mAP' in metrics) or ('mIoU' in metrics)
