@@ -14,6 +14,7 @@ from mmsecvit.engine.cli import (add_cfg_options_argument, add_debug_argument,
                                  run_tool)
 from mmsecvit.engine.preflight import (check_backbone_channels,
                                        check_dataset_paths)
+from mmsecvit.engine.runtime import LOAD_FROM_IF_NO_CHECKPOINT
 from mmsecvit.engine.tool_config import (build_runner, enable_tta,
                                          enable_visualization, load_config,
                                          register_codebase,
@@ -64,6 +65,10 @@ def main():
         raise MissingFileError(f'Checkpoint not found: {args.checkpoint}. '
                                'Give the path of an existing checkpoint.')
     codebase = register_codebase(cfg)
+    # The config the Runner saved into a work dir after --resume (or a
+    # requeued Slurm job) says resume=True: testing loads weights only.
+    cfg.resume = False
+    cfg.pop(LOAD_FROM_IF_NO_CHECKPOINT, None)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, codebase, args.show_dir, args.show,

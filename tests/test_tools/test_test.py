@@ -96,3 +96,23 @@ def test_tta_takes_the_checkpoint_of_the_model_it_wraps(
              '--work-dir', work_dir)
     metrics = logged_test_metrics(work_dir)
     assert ('coco/bbox_mAP' in metrics) or ('mIoU' in metrics)
+
+
+def test_a_config_saved_by_a_resumed_run_tests_its_weights(
+        demo_workspace, tmp_path, monkeypatch):
+    """The config a resumed run dumps into its work dir has resume=True;
+    test.py loads the weights only (before, a weights-only checkpoint was
+    refused as one to resume from, and a full one resumed the training
+    state, building the train data)."""
+    monkeypatch.chdir(demo_workspace)
+    config = small_config(tmp_path, 'retinanet_secvit-s_fpn_demo-coco.py')
+    checkpoint = untrained_checkpoint(config, str(tmp_path / 'model.pth'))
+    dumped = tmp_path / 'dumped_by_a_resumed_run.py'
+    dumped.write_text(f'_base_ = {config!r}\nresume = True\n'
+                      f"load_from_if_no_checkpoint = 'initial.pth'\n"
+                      "train_dataloader = dict(dataset=dict("
+                      "data_root='/nonexistent'))\n")
+    work_dir = str(tmp_path / 'work_dir')
+    run_tool(monkeypatch, 'test.py', str(dumped), checkpoint, '--work-dir',
+             work_dir)
+    assert 'coco/bbox_mAP' in logged_test_metrics(work_dir)
