@@ -10,11 +10,13 @@ restored optimizer. :func:`check_checkpoint_fits` turns that into one
 :class:`~mmsecvit.utils.errors.CheckpointMismatchError` that names the
 tensors, by what the checkpoint is for (:data:`PURPOSES`).
 """
+import logging
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Tuple
 
 import torch
 import torch.nn as nn
+from mmengine.logging import print_log
 
 from .errors import CheckpointMismatchError, ConfigValueError
 
@@ -23,8 +25,9 @@ from .errors import CheckpointMismatchError, ConfigValueError
 #: - ``'evaluate'``: testing, inference, export: every tensor of the model,
 #:   of its shape, and nothing else.
 #: - ``'resume'``: the same, and the training state MMEngine resumes from
-#:   (``meta`` with the epoch and iteration, ``optimizer``,
-#:   ``message_hub``).
+#:   (``meta`` with the epoch and iteration, ``message_hub``; without
+#:   ``optimizer``, e.g. saved with ``CheckpointHook(save_optimizer=False)``,
+#:   the optimizer starts afresh, with a warning).
 #: - ``'fine_tune'``: ``load_from`` for a new training run: the backbone's
 #:   tensors must have the model's shapes, and some tensor of the model
 #:   must be there; heads of other shapes (another number of classes) are
@@ -32,7 +35,7 @@ from .errors import CheckpointMismatchError, ConfigValueError
 PURPOSES = ('evaluate', 'resume', 'fine_tune')
 
 #: What a checkpoint needs to be resumed from, besides the weights.
-RESUME_KEYS = ('meta', 'optimizer', 'message_hub')
+RESUME_KEYS = ('meta', 'message_hub')
 
 
 def checkpoint_state_dict(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
@@ -125,4 +128,13 @@ def check_checkpoint_fits(model: nn.Module, checkpoint: Mapping, source: str,
                 f'state to resume from (no {", ".join(absent)}), e.g. a '
                 'published or converted checkpoint. To train from these '
                 'weights, give them as --cfg-options load_from=PATH '
-                'instead of --resume PATH.')
+                'instead of resuming from them (--resume PATH, or --resume '
+                "alone, which takes the work dir's newest checkpoint).")
+        if 'optimizer' not in checkpoint:
+            print_log(
+                f'The checkpoint {source} has no optimizer state (saved '
+                'with save_optimizer=False?): training resumes with a new '
+                "optimizer state (e.g. SGD's momentum and AdamW's moments "
+                'start from zero).',
+                logger='current',
+                level=logging.WARNING)
