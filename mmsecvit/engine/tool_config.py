@@ -20,8 +20,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmsecvit.utils.checkpoint_fit import check_checkpoint_fits
-from mmsecvit.utils.errors import (ConfigValueError, MissingFileError,
-                                   unexpected_keyword_error)
+from mmsecvit.utils.errors import (CheckpointMismatchError, ConfigValueError,
+                                   MissingFileError, unexpected_keyword_error)
 from mmsecvit.utils.fileio import load_checkpoint_file
 from .runtime import LOAD_FROM_IF_NO_CHECKPOINT, prepare_runtime
 
@@ -448,7 +448,37 @@ def build_runner(cfg: Config,
             raise
         raise key_error from error
     check_checkpoint_to_load(runner.model, cfg, checkpoint_purpose)
+    _explain_optimizer_mismatch(runner)
     return runner
+
+
+def _explain_optimizer_mismatch(runner) -> None:
+    """Make the Runner's ``resume`` turn torch's error for an optimizer
+    state of other parameter groups (the config's layer decay,
+    ``paramwise_cfg`` or ``frozen_stages`` changed since the checkpoint)
+    into a :class:`CheckpointMismatchError` that says what to do.
+
+    The optimizer is built only when training starts, after the check of
+    :func:`check_checkpoint_to_load`, so the mismatch shows only there.
+    """
+    resume = runner.resume
+
+    def resume_checked(filename: str, *args, **kwargs):
+        try:
+            return resume(filename, *args, **kwargs)
+        except ValueError as error:
+            if 'parameter group' not in str(error):
+                raise
+            raise CheckpointMismatchError(
+                f'The optimizer state of {filename!r} does not fit the '
+                f'optimizer of this config ({error}): its parameter groups '
+                'differ, e.g. because the layer decay, paramwise_cfg or '
+                'frozen_stages changed since the checkpoint was written. '
+                'Resume with the config the checkpoint was trained with, or '
+                'start a new run from its weights with --cfg-options '
+                'load_from=PATH (without --resume).') from error
+
+    runner.resume = resume_checked
 
 
 def check_checkpoint_to_load(model, cfg: Config,

@@ -106,3 +106,23 @@ def test_resume_from_a_missing_checkpoint_is_a_clear_error(
                  str(tmp_path / 'missing.pth'))
     assert exit_info.value.code == 2
     assert 'missing.pth' in capsys.readouterr().err
+
+
+def test_resume_with_other_optimizer_groups_is_a_clear_error(
+        demo_workspace, tmp_path, monkeypatch, capsys):
+    """A config changed since the checkpoint (here frozen_stages: fewer
+    parameters to optimise, so fewer groups) cannot take its optimizer
+    state; torch's ValueError from inside the Runner becomes one message
+    that says what to do."""
+    monkeypatch.chdir(demo_workspace)
+    config = small_config(tmp_path, 'retinanet_secvit-s_fpn_demo-coco.py')
+    work_dir = str(tmp_path / 'work_dir')
+    run_tool(monkeypatch, 'train.py', config, '--work-dir', work_dir)
+    with pytest.raises(SystemExit) as exit_info:
+        run_tool(monkeypatch, 'train.py', config, '--work-dir', work_dir,
+                 '--resume', '--cfg-options',
+                 'model.backbone.frozen_stages=1')
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'does not fit the optimizer of this config' in err
+    assert 'load_from=PATH (without --resume)' in err
