@@ -87,3 +87,41 @@ def test_models_carry_metadata_and_tasks(metafiles):
                 assert result['Task'] in tasks, model['Name']
                 assert result['Dataset'], model['Name']
                 assert isinstance(result['Metrics'], dict), model['Name']
+
+
+def test_configs_of_one_model_carry_its_flops(metafiles):
+    """Configs of the same model (one collection, one parameter count: the
+    1x and ms-3x schedules, configs/maskrcnn_secvit_s.py and the S 1x
+    config) have the same FLOPs; a figure copied from another arch does
+    not."""
+    flops = {}
+    for meta in metafiles.values():
+        for model in meta['Models']:
+            metadata = model['Metadata']
+            if 'FLOPs' not in metadata:
+                continue
+            key = (model['In Collection'], metadata['Parameters'],
+                   metadata['Training Data'])
+            flops.setdefault(key, {})[model['Name']] = metadata['FLOPs']
+    assert flops
+    for key, by_name in flops.items():
+        assert len(set(by_name.values())) == 1, (key, by_name)
+
+
+def test_training_length_matches_the_config(metafiles):
+    """Epochs for epoch-based configs, Iterations for iteration-based
+    ones (mmdet's metafiles for Mask2Former's LSJ schedule say
+    Iterations)."""
+    from mmengine.config import Config
+    for meta in metafiles.values():
+        for model in meta['Models']:
+            train_cfg = Config.fromfile(osp.join(REPO_ROOT,
+                                                 model['Config'])).train_cfg
+            metadata = model['Metadata']
+            if 'max_iters' in train_cfg:
+                assert metadata.get('Iterations') == train_cfg.max_iters, \
+                    model['Name']
+                assert 'Epochs' not in metadata, model['Name']
+            else:
+                assert metadata.get('Epochs') == train_cfg.max_epochs, \
+                    model['Name']

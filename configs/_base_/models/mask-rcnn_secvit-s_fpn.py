@@ -20,10 +20,11 @@ model = dict(
         # Selective activation checkpointing: keeps attention and the
         # channel-expanding projections, recomputes norms, depth-wise convs,
         # GELU, the clustering and the output projection. At 800x1333
-        # (batch 2, 2 CPU threads) it brings training memory from 8.2 to
-        # 4.5 GiB, 0.86x Swin-T's 5.2 GiB, for 13-15% more time and the same
-        # results (docs/benchmark.md). False: faster, more memory; True:
-        # least memory, slower still.
+        # (batch 2, 2 CPU threads), in the paper's clustering that these
+        # configs use, it brought training memory from 8.2 to 4.8 GiB, 0.93x
+        # Swin-T's 5.2 GiB, with the same results and no measurable extra
+        # time (docs/benchmark.md, "Training, 800x1333"). False: faster,
+        # more memory; True: least memory, slower still.
         with_cp='selective',
         norm_cfg=dict(type='SyncBN', requires_grad=True),
         init_cfg=dict(

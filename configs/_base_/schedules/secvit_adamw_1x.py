@@ -1,6 +1,7 @@
 # Detection schedule of SecViT: AdamW, 12 epochs, lr steps after epochs 8
-# and 11, as the paper's 1x setting (it follows Swin/RMT practice there):
-# lr 1e-4, weight decay 0.05, 16 images per iteration (8 GPUs x 2).
+# and 11, Swin's Mask R-CNN 1x setting (mmdet's swin configs): lr 1e-4,
+# weight decay 0.05, 16 images per iteration (8 GPUs x 2). The authors'
+# released RMT detection configs use lr 4e-4 (configs/README.md).
 _base_ = 'mmdet::_base_/schedules/schedule_1x.py'
 
 optim_wrapper = dict(
