@@ -120,6 +120,13 @@ class ResumableCheckpointHook(CheckpointHook):
       ``meta['rng_states']`` and restored on resume when the world size is
       unchanged, so dropout, drop-path and random proposal sampling continue
       as in an uninterrupted run.
+    - Validation leaves the RNG states as it found them (saved in
+      ``before_val``, restored in ``after_val_epoch``, before a best
+      checkpoint is saved). It draws from them (the
+      validation data loader's seed, random transforms), and a run resumed
+      from a checkpoint taken before a validation does not validate that
+      epoch again: without this, every resumed run would continue from
+      other RNG states than the uninterrupted one.
     - In a distributed run, every rank checks in ``before_train`` (after
       MMEngine's ``load_or_resume``) that all ranks start at the same
       iteration and epoch and that all or none of them resumed, and raises
@@ -162,6 +169,7 @@ class ResumableCheckpointHook(CheckpointHook):
         # before training, and whether it resumed from it.
         self._loaded_checkpoint = False
         self._resumed = False
+        self._rng_states_before_val = None
 
     def before_train(self, runner) -> None:
         """Check that every rank starts where the others do, choose the file
@@ -303,6 +311,20 @@ class ResumableCheckpointHook(CheckpointHook):
             self.file_backend.remove(path)
         elif self.file_backend.isdir(path):  # e.g. saved by DeepSpeed
             self.file_backend.rmtree(path)
+
+    def before_val(self, runner) -> None:
+        """Keep the RNG states that validation will draw from."""
+        super().before_val(runner)
+        self._rng_states_before_val = get_rng_states()
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        """Restore the RNG states of before validation, then save the best
+        checkpoint (``save_best``) as :class:`~mmengine.hooks.CheckpointHook`
+        does, with those states."""
+        if self._rng_states_before_val is not None:
+            set_rng_states(self._rng_states_before_val)
+            self._rng_states_before_val = None
+        super().after_val_epoch(runner, metrics)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Record that this rank loaded a checkpoint (for the check in
