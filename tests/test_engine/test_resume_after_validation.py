@@ -87,9 +87,7 @@ def _runner(work_dir, name, stop_at=None, resume=False):
         randomness=dict(seed=0),
         resume=resume,
         experiment_name=name,
-        log_level=logging.WARNING,
-        # What the hook reads (tools/train.py builds the Runner from it).
-        cfg=dict(resume=resume))
+        log_level=logging.WARNING)
 
 
 def test_resumed_after_a_validation_equals_the_uninterrupted_run(tmp_path):

@@ -330,7 +330,11 @@ class ResumableCheckpointHook(CheckpointHook):
         """Record that this rank loaded a checkpoint (for the check in
         :meth:`before_train`) and restore its RNG states when resuming."""
         self._loaded_checkpoint = True
-        self._resumed = bool(runner.cfg.get('resume', False))
+        # The config's resume (tools/train.py builds the Runner from it), or
+        # the Runner's argument where it was built in Python without one.
+        self._resumed = bool(
+            runner.cfg.get('resume', False)
+            or getattr(runner, '_resume', False))
         if not self._resumed:
             return
         states = checkpoint.get('meta', {}).get(RNG_STATES_KEY)
