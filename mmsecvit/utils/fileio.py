@@ -12,10 +12,11 @@ would let a checkpoint from an untrusted source run arbitrary code.
 import os
 import os.path as osp
 import pickle
+import re
 import secrets
 import tempfile
 import zipfile
-from typing import Any, Callable, Dict, Tuple, Union
+from typing import Any, Callable, Dict, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -241,6 +242,41 @@ def _create_temp_file(directory: str, basename: str) -> Tuple[int, str]:
     raise FileExistsError(
         f'Could not create a temporary file for {basename} in {directory}: '
         f'{tempfile.TMP_MAX} names were taken.')
+
+
+#: The temporary files :func:`_create_temp_file` names: ``.NAME.HEX.tmp``.
+_TEMP_FILE_NAME = re.compile(r'^\.(?P<name>.+)\.[0-9a-f]{16}\.tmp$')
+
+
+def remove_stale_temp_files(directory: str) -> List[Tuple[str, int]]:
+    """Remove the temporary files that atomic writes into ``directory``
+    left behind.
+
+    A write ends with the temporary file renamed or removed, unless its
+    process was killed (e.g. SIGKILL after a scheduler's grace period, while
+    a checkpoint was being written). Such a file is as large as the
+    checkpoint and hidden (``.epoch_3.pth.<hex>.tmp``). Call this only where
+    no other process writes into ``directory`` at the same time.
+
+    Returns:
+        list[tuple[str, int]]: The names removed, with their sizes in bytes.
+    """
+    removed = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return removed
+    for name in names:
+        path = osp.join(directory, name)
+        if not _TEMP_FILE_NAME.match(name) or not osp.isfile(path):
+            continue
+        try:
+            size = osp.getsize(path)
+            os.remove(path)
+        except OSError:
+            continue
+        removed.append((name, size))
+    return removed
 
 
 def _write_then_replace(directory: str, path: str,

@@ -158,6 +158,24 @@ def test_atomic_write_tries_another_temporary_name_when_taken(
     assert (tmp_path / '.latest.pth.taken.tmp').read_bytes() == b'someone else'
 
 
+def test_stale_temporary_files_are_removed(tmp_path):
+    """What a write killed before its rename leaves (SIGKILL: no cleanup
+    runs), and nothing else."""
+    fd, stale = fileio._create_temp_file(str(tmp_path), 'iter_8.pth')
+    os.write(fd, b'half a checkpoint')
+    os.close(fd)
+    atomic_write_bytes(b'complete', tmp_path / 'iter_4.pth')
+    kept = ['.bashrc', '.latest.pth.taken.tmp', 'iter_4.pth', 'notes.tmp']
+    for name in kept[:2] + kept[3:]:
+        (tmp_path / name).write_bytes(b'x')
+    (tmp_path / '.x.0123456789abcdef.tmp').mkdir()
+    removed = fileio.remove_stale_temp_files(str(tmp_path))
+    assert removed == [(os.path.basename(stale), 17)]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        kept + ['.x.0123456789abcdef.tmp'])
+    assert fileio.remove_stale_temp_files(str(tmp_path / 'missing')) == []
+
+
 @pytest.mark.parametrize('message', [
     # torch 2.6: the refused global in the first paragraph.
     'Weights only load failed. In PyTorch 2.6, we changed the default value '

@@ -15,7 +15,8 @@ from mmengine.logging import print_log
 
 from mmsecvit.registry import HOOKS
 from mmsecvit.utils.errors import UnsupportedEnvironmentError
-from mmsecvit.utils.fileio import ATOMIC_BACKEND_ARGS, atomic_write_text
+from mmsecvit.utils.fileio import (ATOMIC_BACKEND_ARGS, atomic_write_text,
+                                   remove_stale_temp_files)
 
 RNG_STATES_KEY = 'rng_states'
 
@@ -185,6 +186,20 @@ class ResumableCheckpointHook(CheckpointHook):
                        if self.out_dir is None else self.out_dir)
         self.backend_args = self._backend_args_for(destination)
         super().before_train(runner)
+        if self.backend_args == ATOMIC_BACKEND_ARGS and is_main_process():
+            self._remove_stale_temp_files()
+
+    def _remove_stale_temp_files(self) -> None:
+        """Remove what writes killed in an earlier run left behind (as
+        large as a checkpoint each, and hidden); only rank 0 writes here,
+        and it has not started to."""
+        removed = remove_stale_temp_files(self.out_dir)
+        if removed:
+            listed = ', '.join(f'{name} ({size / 2**20:.1f} MiB)'
+                               for name, size in removed)
+            _warn(f'Removed the temporary files of {len(removed)} '
+                  f'interrupted checkpoint writes from {self.out_dir}: '
+                  f'{listed}.')
 
     def _start_state(self, runner) -> dict:
         """Where this rank starts training, to compare across ranks."""

@@ -102,6 +102,30 @@ def test_local_destination_is_written_atomically(runner, tmp_path,
     assert saved['out_dir'] == str(expected_dir)
 
 
+def test_temporary_files_of_killed_writes_are_removed(runner, tmp_path):
+    """A job killed while it wrote a checkpoint left a hidden file as
+    large as the checkpoint; the next run's rank 0 removes it."""
+    directory = tmp_path / 'exp'
+    directory.mkdir()
+    stale = directory / '.iter_8.pth.e2fa2ab1ccd84f5b.tmp'
+    stale.write_bytes(b'half a checkpoint')
+    (directory / 'iter_4.pth').write_bytes(b'complete')
+    _save_once(ResumableCheckpointHook(interval=1), runner)
+    assert not stale.exists()
+    assert (directory / 'iter_4.pth').read_bytes() == b'complete'
+
+
+def test_temporary_files_stay_for_another_backend(runner, tmp_path):
+    directory = tmp_path / 'exp'
+    directory.mkdir()
+    stale = directory / '.iter_8.pth.e2fa2ab1ccd84f5b.tmp'
+    stale.write_bytes(b'x')
+    _save_once(
+        ResumableCheckpointHook(
+            interval=1, backend_args=dict(backend='local')), runner)
+    assert stale.exists()
+
+
 def test_local_destination_keeps_the_backend_args_given(runner):
     hook = ResumableCheckpointHook(
         interval=1, backend_args=dict(backend='local'))
