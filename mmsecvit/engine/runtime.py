@@ -77,7 +77,7 @@ def prepare_runtime(cfg: Config, launcher: str = 'none') -> Config:
         atexit.unregister(_shutdown_at_exit)
         atexit.register(_shutdown_at_exit)
         if not cuda:
-            setup_cpu_distributed(cfg)
+            setup_cpu_distributed(cfg, launcher)
     if not cuda:
         convert_sync_bn(cfg)
     select_amp(cfg, cuda, launcher)
@@ -86,12 +86,28 @@ def prepare_runtime(cfg: Config, launcher: str = 'none') -> Config:
     return cfg
 
 
-def setup_cpu_distributed(cfg: Config) -> None:
+def setup_cpu_distributed(cfg: Config, launcher: str = 'pytorch') -> None:
     """Initialise a gloo process group from ``torch.distributed.run``'s
     environment and choose the CPU-capable DDP wrapper.
 
     The Runner skips its own ``init_dist`` when a process group exists.
+
+    Raises:
+        UnsupportedEnvironmentError: For the 'slurm' and 'mpi' launchers
+            (they start GPU jobs: torch seeing no GPU there is a wrong torch
+            build or a job without GPUs), or when ``torch.distributed.run``'s
+            variables are missing.
     """
+    if launcher in ('slurm', 'mpi'):
+        build = ('a CPU-only build' if torch.version.cuda is None else
+                 f'built for CUDA {torch.version.cuda}')
+        raise UnsupportedEnvironmentError(
+            f'--launcher {launcher}: torch {torch.__version__} ({build}) '
+            'sees no GPU in this process. Install a CUDA build of torch, '
+            'and ask the job for GPUs (Slurm: GPUS_PER_NODE / --gres=gpu:N '
+            'in tools/slurm_train.sh); `nvidia-smi` in the job shows what it '
+            'got. To train with several processes on CPUs, start '
+            'tools/dist_train.sh (--launcher pytorch, gloo) instead.')
     missing = [
         name for name in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
         if name not in os.environ

@@ -14,7 +14,7 @@ from mmsecvit.engine.runtime import (convert_sync_bn,
                                      select_amp)
 from mmsecvit.engine.tool_config import set_resume
 from mmsecvit.testing import free_port, run_ranks
-from mmsecvit.utils import CheckpointLoadError
+from mmsecvit.utils import CheckpointLoadError, UnsupportedEnvironmentError
 
 
 def test_sync_bn_becomes_bn_everywhere_in_model():
@@ -341,3 +341,20 @@ def test_a_clean_exit_waits_for_every_rank(shutdown):
 
     assert time_of('rank 0 leaves at', outputs[0]) >= time_of(
         'rank 1 arrives at', outputs[1])
+
+
+@pytest.mark.parametrize('launcher', ['slurm', 'mpi'])
+def test_gpu_launchers_without_a_gpu_say_so(monkeypatch, launcher):
+    """A Slurm job without GPUs (or with a CPU build of torch) was told to
+    set torch.distributed.run's variables and use another script."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    for name, value in dict(
+            SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0',
+            SLURM_NODELIST='node1').items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UnsupportedEnvironmentError) as info:
+        prepare_runtime(Config(dict(model=dict(type='Toy'))), launcher)
+    message = str(info.value)
+    assert f'--launcher {launcher}: torch {torch.__version__}' in message
+    assert 'sees no GPU' in message and '--gres=gpu:N' in message
+    assert 'RANK' not in message
