@@ -58,10 +58,26 @@ def test_checkpoint_that_runs_code_is_refused_and_named(tmp_path):
         torch.load(path)
 
 
-def test_getattr_is_allowed_only_for_history_buffer_statistics(tmp_path):
+@pytest.mark.parametrize(
+    'payload',
+    [
+        np.ndarray.tofile,  # neither the class nor the name
+        np.ndarray.max,  # a statistic's name on another class
+        HistoryBuffer.register_statistics,  # HistoryBuffer, not a statistic
+    ])
+def test_getattr_is_allowed_only_for_history_buffer_statistics(
+        tmp_path, payload):
     path = tmp_path / 'getattr.pth'
-    torch.save({'f': np.ndarray.tofile}, path)
+    torch.save({'f': payload}, path)
     with pytest.raises(CheckpointLoadError, match='getattr.pth'):
+        load_checkpoint_file(path)
+
+
+def test_object_arrays_are_refused(tmp_path):
+    """Their elements would be unpickled as anything."""
+    path = tmp_path / 'objects.pth'
+    torch.save({'a': np.array([1, 'text'], dtype=object)}, path)
+    with pytest.raises(CheckpointLoadError, match='objects.pth'):
         load_checkpoint_file(path)
 
 
