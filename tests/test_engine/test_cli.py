@@ -305,7 +305,10 @@ def test_the_arch_and_batch_arguments_of_the_analysis_tools():
 def test_local_rank_follows_the_launcher(monkeypatch, launcher, env,
                                          expected):
     for name in ('LOCAL_RANK', 'OMPI_COMM_WORLD_LOCAL_RANK'):
-        monkeypatch.delenv(name, raising=False)
+        # setenv first: monkeypatch then restores the variable's absence
+        # too, after export_local_rank set it.
+        monkeypatch.setenv(name, '')
+        monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     parser = argparse.ArgumentParser()

@@ -1,6 +1,7 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 """Shared fixtures of the tool tests: a workspace with tiny demo data and
 configs that shrink the demo configs to the small test arch."""
+import os
 import os.path as osp
 import runpy
 import sys
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from mmsecvit.datasets.demo import make_demo_data
+from mmsecvit.engine.cli import DEBUG_ENV
 from mmsecvit.testing import TEST_ARCH, arch_literal
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -137,6 +139,14 @@ def small_config(directory, demo_config: str) -> str:
 
 
 def run_tool(monkeypatch, tool: str, *args: str) -> None:
-    """Run ``tools/<tool>`` in this process, as from the command line."""
+    """Run ``tools/<tool>`` in this process, as from the command line.
+
+    What the tools export for the whole process (``LOCAL_RANK``, and
+    ``MMSECVIT_DEBUG`` for ``--debug``) is undone after the test.
+    """
+    for name in ('LOCAL_RANK', DEBUG_ENV):
+        monkeypatch.setenv(name, os.environ.get(name, ''))
+        if not os.environ[name]:
+            monkeypatch.delenv(name)
     monkeypatch.setattr(sys, 'argv', [tool, *args])
     runpy.run_path(osp.join(TOOLS, tool), run_name='__main__')
