@@ -187,19 +187,21 @@ class ResumableCheckpointHook(CheckpointHook):
         self.backend_args = self._backend_args_for(destination)
         super().before_train(runner)
         if self.backend_args == ATOMIC_BACKEND_ARGS and is_main_process():
-            self._remove_stale_temp_files()
+            # The checkpoints, and last_checkpoint in the work directory.
+            for directory in dict.fromkeys((self.out_dir, runner.work_dir)):
+                self._remove_stale_temp_files(directory)
 
-    def _remove_stale_temp_files(self) -> None:
+    @staticmethod
+    def _remove_stale_temp_files(directory: str) -> None:
         """Remove what writes killed in an earlier run left behind (as
         large as a checkpoint each, and hidden); only rank 0 writes here,
         and it has not started to."""
-        removed = remove_stale_temp_files(self.out_dir)
+        removed = remove_stale_temp_files(directory)
         if removed:
             listed = ', '.join(f'{name} ({size / 2**20:.1f} MiB)'
                                for name, size in removed)
             _warn(f'Removed the temporary files of {len(removed)} '
-                  f'interrupted checkpoint writes from {self.out_dir}: '
-                  f'{listed}.')
+                  f'interrupted writes from {directory}: {listed}.')
 
     def _start_state(self, runner) -> dict:
         """Where this rank starts training, to compare across ranks."""

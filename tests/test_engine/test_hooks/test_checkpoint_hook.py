@@ -115,6 +115,59 @@ def test_temporary_files_of_killed_writes_are_removed(runner, tmp_path):
     assert (directory / 'iter_4.pth').read_bytes() == b'complete'
 
 
+def _files(directory):
+    return sorted(p.name for p in directory.iterdir())
+
+
+@pytest.fixture
+def writing_runner(runner, tmp_path):
+    """The runner, with a save_checkpoint that writes the file and records
+    what the directory held when it was called."""
+    (tmp_path / 'exp').mkdir()
+    runner.calls = []
+
+    def save_checkpoint(out_dir, filename, *args, **kwargs):
+        runner.calls.append((filename, _files(tmp_path / 'exp')))
+        if filename == runner.__dict__.get('fail_on'):
+            raise OSError('disk full')
+        (tmp_path / 'exp' / filename).write_bytes(b'complete')
+
+    runner.save_checkpoint = save_checkpoint
+    return runner
+
+
+def test_outdated_checkpoint_is_removed_after_the_new_one_is_saved(
+        writing_runner, tmp_path):
+    hook = ResumableCheckpointHook(
+        interval=1, by_epoch=False, max_keep_ckpts=2)
+    hook.before_train(writing_runner)
+    for step in (1, 2, 3):
+        hook._save_checkpoint_with_step(writing_runner, step, {})
+    # iter_1.pth was still there while iter_3.pth was written.
+    assert writing_runner.calls[-1] == (
+        'iter_3.pth', ['iter_1.pth', 'iter_2.pth', 'last_checkpoint'])
+    assert _files(tmp_path / 'exp') == [
+        'iter_2.pth', 'iter_3.pth', 'last_checkpoint'
+    ]
+    assert (tmp_path / 'exp' / 'last_checkpoint').read_text() == str(
+        tmp_path / 'exp' / 'iter_3.pth')
+
+
+def test_last_checkpoint_names_a_file_only_once_it_is_complete(
+        writing_runner, tmp_path):
+    hook = ResumableCheckpointHook(
+        interval=1, by_epoch=False, max_keep_ckpts=1)
+    hook.before_train(writing_runner)
+    hook._save_checkpoint_with_step(writing_runner, 1, {})
+    writing_runner.fail_on = 'iter_2.pth'
+    with pytest.raises(OSError, match='disk full'):
+        hook._save_checkpoint_with_step(writing_runner, 2, {})
+    # Still the complete one, and it was not removed for the failed one.
+    assert (tmp_path / 'exp' / 'last_checkpoint').read_text() == str(
+        tmp_path / 'exp' / 'iter_1.pth')
+    assert _files(tmp_path / 'exp') == ['iter_1.pth', 'last_checkpoint']
+
+
 def test_temporary_files_stay_for_another_backend(runner, tmp_path):
     directory = tmp_path / 'exp'
     directory.mkdir()
