@@ -160,7 +160,9 @@ def register_codebase(cfg: Config) -> str:
 
 
 def enable_amp(cfg: Config) -> None:
-    """``--amp``: automatic mixed precision, as mmdet's tools set it."""
+    """``--amp``: automatic mixed precision, as mmdet's tools set it; a
+    config that already uses ``AmpOptimWrapper`` keeps its settings (e.g.
+    its ``loss_scale``)."""
     optim_wrapper = cfg.get('optim_wrapper')
     if not isinstance(optim_wrapper, dict):
         raise ConfigValueError(
@@ -170,6 +172,10 @@ def enable_amp(cfg: Config) -> None:
         raise ConfigValueError(
             '--amp only applies to optim_wrapper.type OptimWrapper, but the '
             f'config uses {optim_wrapper.type!r}.')
+    if optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        print_log('--amp: the config already uses AmpOptimWrapper; its '
+                  'settings are kept.', logger='current', level=logging.INFO)
+        return
     optim_wrapper.type = 'AmpOptimWrapper'
     optim_wrapper.loss_scale = 'dynamic'
 

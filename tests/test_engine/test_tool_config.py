@@ -74,6 +74,17 @@ def test_amp_switches_to_amp_optim_wrapper_with_dynamic_loss_scale(
         enable_amp(cfg)
 
 
+def test_amp_keeps_the_configs_own_amp_settings():
+    """As mmdet's train.py: a config that is already AMP is left alone."""
+    cfg = Config(
+        dict(
+            optim_wrapper=dict(
+                type='AmpOptimWrapper', loss_scale=512.,
+                optimizer=dict(type='SGD', lr=0.1))))
+    enable_amp(cfg)
+    assert cfg.optim_wrapper.loss_scale == 512.
+
+
 def test_auto_scale_lr_needs_the_base_batch_size():
     cfg = Config(dict(auto_scale_lr=dict(enable=False, base_batch_size=16)))
     enable_auto_scale_lr(cfg)

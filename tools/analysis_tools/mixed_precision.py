@@ -18,7 +18,8 @@ import torch
 from mmsecvit.analysis.benchmark import parse_size
 from mmsecvit.analysis.mixed_precision import (FP16_MAX, activation_peaks,
                                                cluster_agreement)
-from mmsecvit.engine.cli import add_debug_argument, run_tool
+from mmsecvit.engine.cli import (add_debug_argument, add_device_arguments,
+                                 run_tool)
 from mmsecvit.models import SecViT
 from mmsecvit.testing import randomize_weights
 
@@ -36,7 +37,7 @@ def parse_args(argv=None):
         '--size', type=parse_size, default=(224, 224), help='input HxW')
     parser.add_argument(
         '--dtypes', nargs='+', default=list(DTYPES), choices=list(DTYPES))
-    parser.add_argument('--device', default='cpu')
+    add_device_arguments(parser, dtype=False)
     parser.add_argument('--checkpoint', help='weights instead of random')
     parser.add_argument('--seed', type=int, default=0)
     add_debug_argument(parser)
