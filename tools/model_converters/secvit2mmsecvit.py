@@ -38,7 +38,10 @@ def main():
             "authors' SecViT ImageNet checkpoints (github.com/qhfan/SecViT).")
     key = 'model_ema' if args.ema else 'model'
     state_dict = strip_classifier(
-        select_state_dict(read_checkpoint(args.src), key))
+        select_state_dict(
+            read_checkpoint(args.src),
+            key,
+            key_option="--ema ('model_ema') or without it ('model')"))
     arch = infer_arch(state_dict)
     if arch is None:
         raise CheckpointMismatchError(

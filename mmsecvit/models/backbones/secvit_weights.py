@@ -22,9 +22,12 @@ CLASSIFIER_KEY = re.compile(r'^(proj|norm|head)\.')
 OUTPUT_NORM_KEY = re.compile(r'^norm\d+\.')
 
 
-def select_state_dict(checkpoint: dict,
-                      checkpoint_key: str = 'model',
-                      prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+def select_state_dict(
+        checkpoint: dict,
+        checkpoint_key: str = 'model',
+        prefix: Optional[str] = None,
+        key_option: str = "the backbone's checkpoint_key"
+) -> Dict[str, torch.Tensor]:
     """Find the backbone's weights in a loaded checkpoint.
 
     Accepted layouts: the authors' (``{'model': ..., 'model_ema': ...}``),
@@ -35,26 +38,37 @@ def select_state_dict(checkpoint: dict,
     Args:
         checkpoint (dict): The loaded file.
         checkpoint_key (str): 'model' or 'model_ema' for the authors' files.
+            Any other key than 'model' must be in the file: the EMA weights
+            asked for are never replaced by the plain ones.
         prefix (str, optional): Keep only the keys under this prefix and
             strip it; with or without the final dot ('backbone' is
             'backbone.', as in MMEngine's ``Pretrained``). Defaults to
             'backbone.' when any key has it.
+        key_option (str): How the caller chooses ``checkpoint_key``, for the
+            error message.
 
     Returns:
         dict: The state dict with backbone key names.
+
+    Raises:
+        CheckpointMismatchError: If ``checkpoint_key`` is not in the file
+            but the file has the authors' entries, or another key than
+            'model' was asked for.
     """
     if not isinstance(checkpoint, dict):
         raise CheckpointMismatchError(
             f'Expected a dict in the checkpoint, got {type(checkpoint)}.')
     if checkpoint_key in checkpoint:
         state_dict = checkpoint[checkpoint_key]
+    elif (checkpoint_key != 'model' or 'model' in checkpoint
+          or 'model_ema' in checkpoint):
+        weights = _weight_entries(checkpoint)
+        raise CheckpointMismatchError(
+            f'The checkpoint has no {checkpoint_key!r} entry; its entries of '
+            f'weights are {weights or "none"}. Choose one of them with '
+            f'{key_option}.')
     elif 'state_dict' in checkpoint:
         state_dict = checkpoint['state_dict']
-    elif 'model' in checkpoint or 'model_ema' in checkpoint:
-        raise CheckpointMismatchError(
-            f'The checkpoint has no {checkpoint_key!r} entry (it has '
-            f'{sorted(k for k in checkpoint if isinstance(k, str))}); set '
-            "the backbone's checkpoint_key to one of them.")
     else:
         state_dict = checkpoint
     state_dict = OrderedDict(
@@ -69,6 +83,15 @@ def select_state_dict(checkpoint: dict,
                                  for k, v in state_dict.items()
                                  if k.startswith(prefix))
     return state_dict
+
+
+def _weight_entries(checkpoint: dict) -> List[str]:
+    """The entries of a checkpoint that hold a state dict (not the
+    optimizer, the epoch, the training arguments...)."""
+    return sorted(
+        key for key, value in checkpoint.items()
+        if isinstance(key, str) and isinstance(value, dict) and value
+        and all(isinstance(v, torch.Tensor) for v in value.values()))
 
 
 def strip_classifier(
@@ -135,11 +158,27 @@ def check_compatible(model: nn.Module, state_dict: Dict[str, torch.Tensor],
     ]
     unexpected = [k for k in surplus if k not in skipped]
     missing = [k for k in own if k not in state_dict]
+    # BatchNorm's num_batches_tracked: torch's own BatchNorm loads without
+    # it (checkpoints of older torch and converted ones lack it).
     tolerated = [
         k for k in missing
         if OUTPUT_NORM_KEY.match(k) or k.endswith('RoPE.angle')
+        or k.endswith('num_batches_tracked')
     ]
     missing = [k for k in missing if k not in tolerated]
+    if state_dict and not any(k in own for k in state_dict):
+        first = ', '.join(list(state_dict)[:3])
+        raise CheckpointMismatchError(
+            f'The checkpoint {source} holds no tensor of a SecViT backbone: '
+            f'none of its {len(state_dict)} tensors has a backbone name '
+            f'(e.g. {first}). If its backbone tensors are under a prefix, '
+            "give it (init_cfg=dict(type='Pretrained', checkpoint=..., "
+            "prefix='backbone.')); else choose another checkpoint.")
+    if not state_dict:
+        raise CheckpointMismatchError(
+            f'The checkpoint {source} holds no tensors (under the prefix '
+            'given, if one was). Check the prefix, or choose another '
+            'checkpoint.')
     if mismatched or unexpected or missing:
         arch = getattr(model, 'arch_settings', {})
         lines = [
@@ -154,9 +193,10 @@ def check_compatible(model: nn.Module, state_dict: Dict[str, torch.Tensor],
                 shown = ', '.join(items[:5])
                 more = f' and {len(items) - 5} more' if len(items) > 5 else ''
                 lines.append(f'{len(items)} {title}: {shown}{more}.')
-        lines.append('Pick the arch the checkpoint was trained with '
-                     "(model.backbone.arch='tiny'|'small'|'base'|'large'), "
-                     'or another checkpoint.')
+        lines.append("Pick the arch the checkpoint was trained with "
+                     "('tiny', 'small', 'base' or 'large': model.backbone.arch "
+                     'in a config, --arch in the tools), or another '
+                     'checkpoint.')
         raise CheckpointMismatchError(' '.join(lines))
     return tolerated, skipped
 

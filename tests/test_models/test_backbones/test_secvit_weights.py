@@ -112,6 +112,58 @@ def test_unknown_checkpoint_key_is_reported(official_checkpoint):
         model.init_weights()
 
 
+def test_ema_weights_asked_for_are_never_replaced_by_plain_ones(tmp_path):
+    """Before, checkpoint_key='model_ema' on a file without EMA weights
+    loaded the plain ones and said nothing."""
+    path = tmp_path / 'plain.pth'
+    torch.save(authors_state_dict(TEST_ARCH, seed=1), path)
+    model = pretrained(path, checkpoint_key='model_ema')
+    with pytest.raises(CheckpointMismatchError, match="no 'model_ema'"):
+        model.init_weights()
+    pretrained(path).init_weights()  # 'model' (the default) falls back
+
+
+def test_the_entries_offered_are_those_holding_weights(official_checkpoint):
+    model = pretrained(official_checkpoint, checkpoint_key='model_swa')
+    with pytest.raises(CheckpointMismatchError) as info:
+        model.init_weights()
+    message = str(info.value)
+    assert "['model', 'model_ema']" in message
+    assert "the backbone's checkpoint_key" in message
+    assert 'optimizer' not in message and 'epoch' not in message
+
+
+def test_a_missing_batch_count_is_not_missing(tmp_path):
+    """torch's BatchNorm loads without num_batches_tracked; the right arch
+    was refused as another one."""
+    state_dict = {
+        k: v
+        for k, v in authors_state_dict(TEST_ARCH, seed=1).items()
+        if not k.endswith('num_batches_tracked')
+    }
+    path = tmp_path / 'no_counts.pth'
+    torch.save(dict(model=state_dict), path)
+    model = pretrained(path)
+    model.init_weights()
+    torch.testing.assert_close(model.state_dict()['patch_embed.proj.0.weight'],
+                               state_dict['patch_embed.proj.0.weight'])
+
+
+def test_a_prefix_that_selects_no_backbone_tensor_says_so(tmp_path):
+    source = SecViT(arch=TEST_ARCH).state_dict()
+    state_dict = {f'backbone.{k}': v for k, v in source.items()}
+    state_dict['neck.conv.weight'] = torch.zeros(1)
+    path = tmp_path / 'detector.pth'
+    torch.save(dict(state_dict=state_dict), path)
+    model = SecViT(
+        arch=copy.deepcopy(TEST_ARCH),
+        init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='neck'))
+    with pytest.raises(CheckpointMismatchError) as info:
+        model.init_weights()
+    assert 'holds no tensor of a SecViT backbone' in str(info.value)
+    assert 'Pick the arch' not in str(info.value)
+
+
 def test_detector_checkpoint_loads_through_the_backbone_prefix(tmp_path):
     source = randomize_weights(SecViT(arch=TEST_ARCH), seed=3)
     state_dict = {f'backbone.{k}': v for k, v in source.state_dict().items()}
@@ -269,6 +321,27 @@ def test_converter_writes_a_loadable_backbone_checkpoint(tmp_path):
     for name in ('layers.2.blocks.8.attn.qkv.weight',
                  'patch_embed.proj.10.running_var'):
         torch.testing.assert_close(model.state_dict()[name], expected[name])
+
+
+@pytest.mark.parametrize('ema', [False, True])
+def test_converter_names_its_own_option_for_the_weights(tmp_path, ema):
+    """An EMA-only file without --ema, or a file without EMA weights with
+    --ema: refused, naming --ema (the converter has no checkpoint_key),
+    and nothing is written."""
+    src = tmp_path / 'official.pth'
+    key = 'model' if ema else 'model_ema'
+    torch.save({key: authors_state_dict('tiny', seed=4)}, src)
+    result = subprocess.run([
+        sys.executable, 'tools/model_converters/secvit2mmsecvit.py',
+        str(src), str(tmp_path / 'out.pth')
+    ] + (['--ema'] if ema else []),
+                            cwd=REPO,
+                            capture_output=True,
+                            text=True)
+    assert result.returncode == 2, result.stderr
+    assert f"its entries of weights are ['{key}']" in result.stderr
+    assert '--ema' in result.stderr and 'Traceback' not in result.stderr
+    assert not (tmp_path / 'out.pth').exists()
 
 
 def test_converter_refuses_a_file_of_no_known_arch(tmp_path):
