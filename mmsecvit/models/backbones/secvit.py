@@ -817,9 +817,17 @@ class SecViT(BaseModule):
 
     # ------------------------------------------------------------------
     def init_weights(self) -> None:
-        """Load pretrained weights (``init_cfg`` of type 'Pretrained'), or
-        initialise as the authors do: truncated normal (std 0.02) for every
-        convolution, zero biases, unit LayerNorm weights."""
+        """Initialise as the authors do: truncated normal (std 0.02) for
+        every convolution, zero biases, unit LayerNorm and BatchNorm
+        weights (or with MMEngine's initialisers of ``init_cfg``), then load
+        pretrained weights (``init_cfg`` of type 'Pretrained') over them.
+
+        Every tensor is set here, not only those the checkpoint lacks: a
+        model built on the ``meta`` device and materialised with
+        ``to_empty()`` holds uninitialised memory until then. The fixed
+        buffers (the RoPE frequencies, BatchNorm's running statistics) are
+        reset too.
+        """
         pretrained, others = self._split_init_cfg()
         if others:
             # MMEngine's initialisers, without the 'Pretrained' entry, which
@@ -829,15 +837,14 @@ class SecViT(BaseModule):
                 super().init_weights()
             finally:
                 self.init_cfg = init_cfg
-        elif pretrained is None:
+        else:
+            self._init_as_authors()
+        with torch.no_grad():
             for module in self.modules():
-                if isinstance(module, nn.Conv2d):
-                    trunc_normal_(module.weight, std=.02)
-                    if module.bias is not None:
-                        nn.init.zeros_(module.bias)
-                elif isinstance(module, nn.LayerNorm):
-                    nn.init.ones_(module.weight)
-                    nn.init.zeros_(module.bias)
+                if isinstance(module, RoPE2d):
+                    module.reset_frequencies()
+                elif isinstance(module, BATCH_NORMS):
+                    module.reset_running_stats()
         if pretrained is not None:
             load_pretrained_backbone(
                 self,
@@ -845,6 +852,20 @@ class SecViT(BaseModule):
                 checkpoint_key=self.checkpoint_key,
                 prefix=pretrained.get('prefix'))
         self._is_init = True
+
+    def _init_as_authors(self) -> None:
+        """The authors' initialisation (their model-level ``apply``), and
+        torch's defaults for the norms."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                trunc_normal_(module.weight, std=.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.LayerNorm, ) + BATCH_NORMS):
+                if getattr(module, 'weight', None) is not None:
+                    nn.init.ones_(module.weight)
+                if getattr(module, 'bias', None) is not None:
+                    nn.init.zeros_(module.bias)
 
     def _split_init_cfg(self) -> Tuple[Optional[dict], List[dict]]:
         """The 'Pretrained' entry of ``init_cfg`` (None if there is none),

@@ -1,5 +1,6 @@
 # Copyright (c) mmsecvit contributors. All rights reserved.
 """Two-dimensional rotary position embedding (RoPE) as used by SecViT."""
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -53,6 +54,30 @@ class RoPE2d(nn.Module):
                 'multiple of 4.')
         self.head_dims = head_dims
         self.register_buffer('angle', rope_frequencies(head_dims))
+
+    @torch.no_grad()
+    def reset_frequencies(self) -> None:
+        """Set ``angle`` to the exact frequencies (in its dtype)."""
+        self.angle.copy_(rope_frequencies(self.head_dims, self.angle.device))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Load ``angle`` as any buffer (the authors' checkpoints hold it),
+        then check it: a checkpoint saved in half precision has rounded the
+        frequencies (by up to 3e-4, enough to move ``sin`` by 1e-2 on a
+        detection-sized map); they are recomputed then, with a warning."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.angle.is_meta or prefix + 'angle' not in state_dict:
+            return
+        exact = rope_frequencies(self.head_dims, self.angle.device)
+        loaded = state_dict[prefix + 'angle']
+        if loaded.shape == exact.shape and not torch.allclose(
+                loaded.to(exact), exact, rtol=1e-6, atol=0):
+            error = ((loaded.to(exact) - exact).abs() / exact).max()
+            warnings.warn(
+                f'{prefix}angle in the checkpoint differs from the RoPE '
+                f'frequencies by up to {error:.1e} (relative; saved in half '
+                'precision?); the exact frequencies are used.')
+            self.reset_frequencies()
 
     def forward(self, hw_shape: Tuple[int, int]) -> Tuple[torch.Tensor, ...]:
         """Compute the rotation tables for a feature map.

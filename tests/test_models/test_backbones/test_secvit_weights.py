@@ -381,3 +381,45 @@ def test_pretrained_and_init_cfg_together_are_refused(official_checkpoint):
 def test_pretrained_must_be_a_path():
     with pytest.raises(TypeError, match='pretrained must be a checkpoint'):
         SecViT(arch=copy.deepcopy(TEST_ARCH), pretrained=True)
+
+
+def test_a_model_built_on_meta_is_fully_initialised(official_checkpoint):
+    """Built on the meta device and materialised with to_empty() (deferred
+    initialisation, FSDP), every tensor is uninitialised memory until
+    init_weights: the output norms the checkpoint lacks, the RoPE
+    frequencies and BatchNorm's statistics were left so."""
+    reference = pretrained(official_checkpoint)
+    reference.init_weights()
+    with torch.device('meta'):
+        model = pretrained(official_checkpoint)
+    model = model.to_empty(device='cpu')
+    model.init_weights()
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(
+            model.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    with torch.device('meta'):
+        fresh = SecViT(arch=copy.deepcopy(TEST_ARCH))
+    fresh = fresh.to_empty(device='cpu')
+    fresh.init_weights()
+    built = SecViT(arch=copy.deepcopy(TEST_ARCH)).state_dict()
+    for name, value in fresh.state_dict().items():
+        if not name.endswith(('.weight', '.bias')) or 'norm' in name:
+            torch.testing.assert_close(value, built[name], msg=name)
+
+
+def test_rope_frequencies_rounded_in_a_checkpoint_are_recomputed(tmp_path):
+    """A checkpoint saved in half precision holds the frequencies rounded
+    (by up to 3e-4): the exact ones are used, with a warning."""
+    source = SecViT(arch=copy.deepcopy(TEST_ARCH))
+    exact = source.layers[0].RoPE.angle.clone()
+    state_dict = {
+        k: v.half() if v.is_floating_point() else v
+        for k, v in source.state_dict().items()
+    }
+    path = tmp_path / 'half.pth'
+    torch.save(dict(state_dict=state_dict), path)
+    model = pretrained(path)
+    with pytest.warns(UserWarning, match='layers.0.RoPE.angle'):
+        model.init_weights()
+    torch.testing.assert_close(
+        model.layers[0].RoPE.angle, exact, rtol=0, atol=0)
