@@ -27,9 +27,10 @@ class ClusterVisHook(Hook):
 
     and, for TensorBoard, ``visualizer=dict(vis_backends=[
     dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])``.
-    The figure is logged under ``name`` at step ``runner.iter + 1``; with
-    the local backend it is ``<work_dir>/<timestamp>/vis_data/vis_image/
-    <name>_<step>.png``.
+    The figure is logged under ``name`` at step ``runner.iter + 1``, and
+    once before training at the step it starts from (0, or the resumed
+    iteration); with the local backend it is
+    ``<work_dir>/<timestamp>/vis_data/vis_image/<name>_<step>.png``.
 
     Args:
         interval (int): Draw every this many training iterations.
@@ -63,6 +64,12 @@ class ClusterVisHook(Hook):
         if not isinstance(interval, int) or interval < 1:
             raise ConfigValueError(f'interval must be a positive int, got '
                                    f'{interval!r}.')
+        if not 0 <= alpha <= 1:
+            raise ConfigValueError(
+                f'alpha is an opacity from 0 to 1, got {alpha!r}.')
+        if not isinstance(size, int) or size < 1:
+            raise ConfigValueError(
+                f'size must be a positive int (pixels), got {size!r}.')
         self.interval = interval
         self.image_path = image_path
         self.stages = list(stages)
@@ -74,9 +81,16 @@ class ClusterVisHook(Hook):
         self._image: Optional[np.ndarray] = None
 
     def before_train(self, runner) -> None:
-        # Fail at the start, not after the first ``interval`` iterations.
+        """Draw the clusters of the starting weights: on every rank, so
+        that a stage, block or head the backbone lacks fails at the start
+        (not after the first ``interval`` iterations, and not on rank 0
+        alone, which would leave the others waiting); logged by the main
+        process at the step training starts from."""
         self._get_backbone(runner)
         self._image = self._load_image(runner)
+        figure = self.draw(runner)
+        if is_main_process():
+            runner.visualizer.add_image(self.name, figure, step=runner.iter)
 
     def after_train_iter(self,
                          runner,

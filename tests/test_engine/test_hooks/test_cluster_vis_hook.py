@@ -81,8 +81,11 @@ def test_hook_writes_cluster_maps_through_local_vis_backend(
 
     written = glob.glob(
         osp.join(runner.log_dir, 'vis_data', 'vis_image', '*.png'))
-    assert [osp.basename(p) for p in written] == ['secvit_clusters_2.png']
-    figure = cv2.imread(written[0])
+    # Before training (step 0), then every 2 iterations.
+    assert sorted(osp.basename(p) for p in written) == [
+        'secvit_clusters_0.png', 'secvit_clusters_2.png'
+    ]
+    figure = cv2.imread(sorted(written)[-1])
     # Stages 0, 1, 2 (last block each), all heads: 1, 2 and 4 columns.
     assert figure.shape[:2] == grid_shape((38, 64), rows=3, cols=4)
     assert runner.model.training  # training mode is restored
@@ -91,7 +94,43 @@ def test_hook_writes_cluster_maps_through_local_vis_backend(
 def fake_runner(model, dataset=None):
     loop = None if dataset is None else SimpleNamespace(
         dataloader=SimpleNamespace(dataset=dataset))
-    return SimpleNamespace(model=model, val_loop=loop, train_loop=loop)
+    drawn = []
+    visualizer = SimpleNamespace(
+        add_image=lambda name, image, step: drawn.append((name, step)))
+    return SimpleNamespace(
+        model=model,
+        val_loop=loop,
+        train_loop=loop,
+        iter=0,
+        visualizer=visualizer,
+        drawn=drawn)
+
+
+@pytest.mark.parametrize('settings, match', [
+    (dict(stages=(7, )), 'no stage 7'),
+    (dict(blocks=(20, )), 'block 20 does not exist'),
+    (dict(heads=(9, )), 'head 9 does not exist'),
+])
+def test_settings_the_backbone_lacks_fail_before_training(
+        image_path, settings, match):
+    """Before, only when the hook first drew, after ``interval``
+    iterations (1000 by default) of training."""
+    hook = ClusterVisHook(image_path=image_path, size=40, **settings)
+    with pytest.raises(ValueError, match=match):
+        hook.before_train(fake_runner(ToyDetector()))
+
+
+def test_clusters_of_the_starting_weights_are_drawn(image_path):
+    runner = fake_runner(ToyDetector())
+    runner.iter = 8  # resumed
+    ClusterVisHook(image_path=image_path, size=40).before_train(runner)
+    assert runner.drawn == [('secvit_clusters', 8)]
+
+
+@pytest.mark.parametrize('settings', [dict(alpha=1.5), dict(size=0)])
+def test_bad_drawing_settings_are_refused(settings):
+    with pytest.raises(ValueError, match=list(settings)[0]):
+        ClusterVisHook(**settings)
 
 
 def test_hook_defaults_to_the_first_validation_image(image_path):
