@@ -27,6 +27,7 @@ Example:
 import json
 import os
 import os.path as osp
+import re
 from typing import Dict, List, Sequence, Tuple
 
 import cv2
@@ -140,6 +141,7 @@ def _make_coco_split(rng: np.random.Generator, root: str, split: str,
     """Write the images of one COCO split and return its annotation dict."""
     height, width = img_size
     os.makedirs(osp.join(root, split), exist_ok=True)
+    _remove_generated(osp.join(root, split), r'\d{12}\.jpg')
     images, annotations = [], []
     for index in range(num_images):
         image_id = index + 1
@@ -182,6 +184,16 @@ def _make_coco_split(rng: np.random.Generator, root: str, split: str,
         categories=categories)
 
 
+def _remove_generated(directory: str, pattern: str) -> None:
+    """Remove the files of ``directory`` whose names match ``pattern``
+    (what an earlier run wrote there), and nothing else."""
+    name = re.compile(pattern)
+    for entry in os.listdir(directory):
+        path = osp.join(directory, entry)
+        if name.fullmatch(entry) and osp.isfile(path):
+            os.remove(path)
+
+
 def _make_ade_split(rng: np.random.Generator, root: str, split: str,
                     prefix: str, num_images: int,
                     img_size: Tuple[int, int]) -> None:
@@ -191,6 +203,10 @@ def _make_ade_split(rng: np.random.Generator, root: str, split: str,
     ann_dir = osp.join(root, 'annotations', split)
     os.makedirs(img_dir, exist_ok=True)
     os.makedirs(ann_dir, exist_ok=True)
+    # mmseg lists the folders: images of an earlier, larger run would stay
+    # in the dataset.
+    _remove_generated(img_dir, rf'{prefix}_\d{{8}}\.jpg')
+    _remove_generated(ann_dir, rf'{prefix}_\d{{8}}\.png')
     kernel = np.ones((3, 3), np.uint8)
     for index in range(num_images):
         horizon = int(rng.uniform(0.4, 0.7) * height)
@@ -240,6 +256,9 @@ def make_demo_data(out_dir: str,
         dict: ``coco_root`` and ``ade_root`` (None when not written),
         ``num_images`` per split name and ``num_instances`` per COCO split.
     """
+    if not isinstance(seed, int) or seed < 0:
+        raise ConfigValueError(
+            f'seed must be a non-negative int, got {seed!r}.')
     if num_train < 1 or num_val < 1:
         raise ConfigValueError('num_train and num_val must be at least 1, got '
                                f'{num_train} and {num_val}.')

@@ -137,3 +137,22 @@ def test_loads_with_mmseg_ade20k_dataset(demo_root):
 def test_rejects_empty_splits(tmp_path):
     with pytest.raises(ValueError, match='num_train'):
         make_demo_data(str(tmp_path), num_train=0)
+
+
+def test_regenerating_fewer_images_leaves_none_of_the_earlier_ones(tmp_path):
+    """mmseg lists the ADE folders: the images of an earlier, larger run
+    stayed in the dataset."""
+    make_demo_data(str(tmp_path), num_train=3, num_val=2, seed=0)
+    (tmp_path / 'ade/ADEChallengeData2016/images/training/mine.jpg').touch()
+    make_demo_data(str(tmp_path), num_train=1, num_val=1, seed=0)
+    ade = tmp_path / 'ade/ADEChallengeData2016'
+    assert sorted(p.name for p in (ade / 'images/training').iterdir()) == [
+        'ADE_train_00000001.jpg', 'mine.jpg'
+    ]
+    assert len(list((ade / 'annotations/training').iterdir())) == 1
+    assert len(list((tmp_path / 'coco/train2017').iterdir())) == 1
+
+
+def test_rejects_a_negative_seed(tmp_path):
+    with pytest.raises(ValueError, match='seed'):
+        make_demo_data(str(tmp_path), seed=-1)
