@@ -23,6 +23,7 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn as nn
+from matplotlib.colors import LinearSegmentedColormap
 
 from mmsecvit.models.layers import (record_cluster_assignments,
                                     resolve_cluster_length,
@@ -231,16 +232,24 @@ def cluster_palette(num_colors: int) -> np.ndarray:
     mean key, red: most similar).
 
     Args:
-        num_colors (int): Number of colours, 1 to 256.
+        num_colors (int): Number of colours, at least 1. Beyond 256 (e.g.
+            the first stage of a detection-sized image in cluster-size
+            mode) neighbouring ranks get close colours; the cluster
+            boundaries drawn still separate them.
 
     Returns:
         np.ndarray: uint8 array of shape (num_colors, 3).
     """
-    if not 1 <= num_colors <= 256:
+    if num_colors < 1:
         raise ConfigValueError(
-            f'Can draw 1 to 256 clusters, got {num_colors}.')
+            f'Needs at least one cluster to draw, got {num_colors}.')
+    levels = max(256, num_colors)
     cmap = matplotlib.colormaps['turbo'].resampled(256)
-    index = np.round(np.linspace(0, 255, num_colors)).astype(int)
+    if levels > 256:
+        # turbo is a list of 256 colours: interpolate between them.
+        cmap = LinearSegmentedColormap.from_list('turbo', cmap.colors,
+                                                 N=levels)
+    index = np.round(np.linspace(0, levels - 1, num_colors)).astype(int)
     if num_colors == 1:
         index = np.array([0])
     colors = np.asarray(cmap(index))[:, :3]
