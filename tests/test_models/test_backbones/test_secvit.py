@@ -10,6 +10,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmsecvit.models import SecViT, parse_arch
+from mmsecvit.models.backbones.secvit import valid_sizes
 from mmsecvit.models.layers import (BATCH_NORMS, activation_checkpoint,
                                     depthwise_conv, forced_cluster_orders,
                                     record_cluster_assignments)
@@ -151,6 +152,16 @@ def test_batch_padding_never_reaches_real_tokens():
     with torch.no_grad():
         padded = model(batch)[0][:1, :, :h, :w]
     assert (padded - outs[0][:1, :, :h, :w]).abs().max() > 1e-3
+
+
+def test_valid_sizes_end_at_the_last_pixel_that_differs_from_the_pad():
+    x = torch.zeros(3, 3, 20, 30)
+    x[0, 1, 11, 4] = 1.  # one channel suffices
+    x[0, 0, 2, 16] = -1.
+    x[1] = 5.  # no padding at all
+    # x[2] is all padding: it keeps the full size (not 1x1).
+    assert valid_sizes(x, 0.) == [(12, 17), (20, 30), (20, 30)]
+    assert valid_sizes(x, 5.) == [(20, 30), (20, 30), (20, 30)]
 
 
 def test_cluster_size_mode_keeps_tokens_per_cluster():
