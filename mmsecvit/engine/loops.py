@@ -9,7 +9,6 @@ from torch.utils.data import DataLoader
 
 from mmsecvit.registry import LOOPS
 
-
 #: The message hub's runtime info (saved in every checkpoint) on the epoch
 #: being trained: ``dict(epoch=index, iter=iteration it started at,
 #: iters=its number of iterations)``.

@@ -194,9 +194,9 @@ def check_compatible(model: nn.Module, state_dict: Dict[str, torch.Tensor],
                 more = f' and {len(items) - 5} more' if len(items) > 5 else ''
                 lines.append(f'{len(items)} {title}: {shown}{more}.')
         lines.append("Pick the arch the checkpoint was trained with "
-                     "('tiny', 'small', 'base' or 'large': model.backbone.arch "
-                     'in a config, --arch in the tools), or another '
-                     'checkpoint.')
+                     "('tiny', 'small', 'base' or 'large': "
+                     'model.backbone.arch in a config, --arch in the tools), '
+                     'or another checkpoint.')
         raise CheckpointMismatchError(' '.join(lines))
     return tolerated, skipped
 
