@@ -179,6 +179,7 @@ class SecViTBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 \
             else nn.Identity()
         self.layer_scale = layer_scale
+        self.layer_scale_init = layer_scale_init
         if layer_scale:
             self.gamma_1 = nn.Parameter(
                 torch.full((1, embed_dims, 1, 1), layer_scale_init))
@@ -845,6 +846,9 @@ class SecViT(BaseModule):
                     module.reset_frequencies()
                 elif isinstance(module, BATCH_NORMS):
                     module.reset_running_stats()
+                elif isinstance(module, SecViTBlock) and module.layer_scale:
+                    module.gamma_1.fill_(module.layer_scale_init)
+                    module.gamma_2.fill_(module.layer_scale_init)
         if pretrained is not None:
             load_pretrained_backbone(
                 self,

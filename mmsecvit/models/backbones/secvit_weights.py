@@ -38,8 +38,9 @@ def select_state_dict(
     Args:
         checkpoint (dict): The loaded file.
         checkpoint_key (str): 'model' or 'model_ema' for the authors' files.
-            Any other key than 'model' must be in the file: the EMA weights
-            asked for are never replaced by the plain ones.
+            Any other key than 'model' must be in the file, or be the one
+            a converted file was made from (``meta['checkpoint_key']``):
+            the EMA weights asked for are never replaced by the plain ones.
         prefix (str, optional): Keep only the keys under this prefix and
             strip it; with or without the final dot ('backbone' is
             'backbone.', as in MMEngine's ``Pretrained``). Defaults to
@@ -58,8 +59,16 @@ def select_state_dict(
     if not isinstance(checkpoint, dict):
         raise CheckpointMismatchError(
             f'Expected a dict in the checkpoint, got {type(checkpoint)}.')
+    meta = checkpoint.get('meta')
+    converted_key = meta.get('checkpoint_key') if isinstance(meta,
+                                                             dict) else None
     if checkpoint_key in checkpoint:
         state_dict = checkpoint[checkpoint_key]
+    elif 'state_dict' in checkpoint and checkpoint_key in ('model',
+                                                           converted_key):
+        # OpenMMLab's layout; for 'model_ema', a file converted from the
+        # authors' EMA weights (tools/model_converters, --ema) says so.
+        state_dict = checkpoint['state_dict']
     elif (checkpoint_key != 'model' or 'model' in checkpoint
           or 'model_ema' in checkpoint):
         weights = _weight_entries(checkpoint)
@@ -67,8 +76,6 @@ def select_state_dict(
             f'The checkpoint has no {checkpoint_key!r} entry; its entries of '
             f'weights are {weights or "none"}. Choose one of them with '
             f'{key_option}.')
-    elif 'state_dict' in checkpoint:
-        state_dict = checkpoint['state_dict']
     else:
         state_dict = checkpoint
     state_dict = OrderedDict(

@@ -66,7 +66,10 @@ class RoPE2d(nn.Module):
         frequencies (by up to 3e-4, enough to move ``sin`` by 1e-2 on a
         detection-sized map); they are recomputed then, with a warning."""
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self.angle.is_meta or prefix + 'angle' not in state_dict:
+        if (self.angle.is_meta or prefix + 'angle' not in state_dict
+                or self.angle.dtype not in (torch.float32, torch.float64)):
+            # (A half-precision buffer cannot hold them: forward recomputes
+            # the frequencies for it.)
             return
         exact = rope_frequencies(self.head_dims, self.angle.device)
         loaded = state_dict[prefix + 'angle']

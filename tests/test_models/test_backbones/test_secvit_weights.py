@@ -123,6 +123,26 @@ def test_ema_weights_asked_for_are_never_replaced_by_plain_ones(tmp_path):
     pretrained(path).init_weights()  # 'model' (the default) falls back
 
 
+def test_a_file_converted_from_the_ema_weights_loads_as_model_ema(
+        tmp_path):
+    """What secvit2mmsecvit.py --ema writes: the EMA weights under
+    'state_dict', and which they were in its meta."""
+    state_dict = authors_state_dict(TEST_ARCH, seed=2)
+    path = tmp_path / 'converted_ema.pth'
+    torch.save(
+        dict(state_dict=state_dict, meta=dict(checkpoint_key='model_ema')),
+        path)
+    model = pretrained(path, checkpoint_key='model_ema')
+    model.init_weights()
+    torch.testing.assert_close(model.state_dict()['patch_embed.proj.0.weight'],
+                               state_dict['patch_embed.proj.0.weight'])
+    # A file converted from the plain weights is not taken for EMA ones.
+    torch.save(
+        dict(state_dict=state_dict, meta=dict(checkpoint_key='model')), path)
+    with pytest.raises(CheckpointMismatchError, match="no 'model_ema'"):
+        pretrained(path, checkpoint_key='model_ema').init_weights()
+
+
 def test_the_entries_offered_are_those_holding_weights(official_checkpoint):
     model = pretrained(official_checkpoint, checkpoint_key='model_swa')
     with pytest.raises(CheckpointMismatchError) as info:
@@ -405,6 +425,31 @@ def test_a_model_built_on_meta_is_fully_initialised(official_checkpoint):
     for name, value in fresh.state_dict().items():
         if not name.endswith(('.weight', '.bias')) or 'norm' in name:
             torch.testing.assert_close(value, built[name], msg=name)
+
+
+def test_layer_scales_of_a_model_built_on_meta_are_initialised():
+    arch = dict(copy.deepcopy(TEST_ARCH), layer_scales=[False, True, True,
+                                                        True])
+    with torch.device('meta'):
+        model = SecViT(arch=arch)
+    model = model.to_empty(device='cpu')
+    for tensor in model.state_dict().values():
+        if tensor.is_floating_point():
+            tensor.fill_(float('nan'))
+    model.init_weights()
+    uninitialised = [
+        name for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and tensor.isnan().any()
+    ]
+    assert uninitialised == []
+    gamma = model.layers[1].blocks[0].gamma_1
+    torch.testing.assert_close(gamma, torch.full_like(gamma, 1e-6))
+
+
+def test_a_half_precision_model_loads_its_own_weights_silently(recwarn):
+    model = SecViT(arch=copy.deepcopy(TEST_ARCH)).half()
+    model.load_state_dict(model.state_dict())
+    assert not [w for w in recwarn if 'RoPE' in str(w.message)]
 
 
 def test_rope_frequencies_rounded_in_a_checkpoint_are_recomputed(tmp_path):
