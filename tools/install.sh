@@ -54,22 +54,16 @@ done
 log() { echo "[mmsecvit install] $*"; }
 die() { echo "[mmsecvit install] ERROR: $*" >&2; exit 1; }
 
-# On a machine without a GPU, say so before pip downloads a CUDA build of
-# torch with NVIDIA's libraries (several GB; what plain PyPI gives on
-# Linux), and how to get the CPU build. It only warns: the CPU index may be
-# out of reach where PyPI is not, and the CUDA build runs on CPUs too.
-warn_if_cuda_torch() {
-    local report="$WORK_DIR/torch_report.json"
-    pip_install --dry-run --quiet --ignore-installed --report "$report" "$1" >/dev/null 2>&1 || return 0
-    if "$PYTHON" - "$report" <<'PY'
-import json, sys
-with open(sys.argv[1]) as f:
-    names = [item['metadata']['name'].lower() for item in json.load(f)['install']]
-sys.exit(0 if any(name.startswith('nvidia-') for name in names) else 1)
-PY
-    then
-        log "WARNING: no GPU is visible (no nvidia-smi), but pip would install a CUDA build of torch with NVIDIA's libraries (several GB). For the CPU build, stop this and run again with MMSECVIT_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"
-    fi
+# On a Linux machine without a GPU, say before pip starts that PyPI's torch
+# for Linux is a CUDA build with NVIDIA's libraries (several GB), and how to
+# get the CPU build. (Not found out with pip's --dry-run: pip 23-25 downloads
+# every wheel for it.) The install goes on: the CPU index may be out of
+# reach where PyPI is not, pip's own find-links may hold a CPU build, and the
+# CUDA build runs on CPUs too.
+notice_cuda_torch_on_cpu() {
+    [[ "$(uname -s)" == Linux ]] || return 0
+    command -v nvidia-smi >/dev/null 2>&1 && return 0
+    log "note: no GPU is visible (no nvidia-smi). If pip takes torch from PyPI, that is a CUDA build with NVIDIA's libraries (several GB); for the CPU build, stop this and run again with MMSECVIT_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"
 }
 pip_install() { "$PYTHON" -m pip install --disable-pip-version-check "$@"; }
 
@@ -163,8 +157,8 @@ if [[ -z "$(unmet torch)" ]]; then
     log "torch: already installed, kept as it is"
 else
     log "torch: none installed, installing $TORCH_SPEC"
-    if [[ -z "${MMSECVIT_TORCH_INDEX_URL:-}" ]] && ! command -v nvidia-smi >/dev/null 2>&1; then
-        warn_if_cuda_torch "$TORCH_SPEC"
+    if [[ -z "${MMSECVIT_TORCH_INDEX_URL:-}" ]]; then
+        notice_cuda_torch_on_cpu
     fi
     if [[ -n "${MMSECVIT_TORCH_INDEX_URL:-}" ]]; then
         pip_install "$TORCH_SPEC" --index-url "$MMSECVIT_TORCH_INDEX_URL"
