@@ -184,6 +184,33 @@ def _make_coco_split(rng: np.random.Generator, root: str, split: str,
         categories=categories)
 
 
+#: The file that marks a dataset root as written by :func:`make_demo_data`.
+DEMO_MARKER = '.mmsecvit_demo'
+
+
+def _claim_root(root: str) -> None:
+    """Make ``root`` a demo dataset root, or refuse one that holds files
+    :func:`make_demo_data` did not write there.
+
+    The demo data has the layout (and file names) of the real COCO and
+    ADE20K: regenerating replaces the earlier demo files, which must never
+    be a real copy's.
+
+    Raises:
+        ConfigValueError: If ``root`` is not empty and not marked.
+    """
+    marker = osp.join(root, DEMO_MARKER)
+    if osp.isdir(root) and os.listdir(root) and not osp.isfile(marker):
+        raise ConfigValueError(
+            f'{root} holds files that make_demo_data did not write (e.g. a '
+            'real COCO or ADE20K copy), which regenerating would replace. '
+            'Generate the demo data into another folder (--out), or empty '
+            'that one.')
+    os.makedirs(root, exist_ok=True)
+    with open(marker, 'w') as f:
+        f.write('Written by mmsecvit.datasets.demo.make_demo_data.\n')
+
+
 def _remove_generated(directory: str, pattern: str) -> None:
     """Remove the files of ``directory`` whose names match ``pattern``
     (what an earlier run wrote there), and nothing else."""
@@ -275,6 +302,7 @@ def make_demo_data(out_dir: str,
     coco_rng, ade_rng = (np.random.default_rng([seed, i]) for i in (0, 1))
     if coco:
         root = osp.join(out_dir, 'coco')
+        _claim_root(root)
         os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
         first_ann_id = 1
         for split, count_key in _COCO_SPLITS:
@@ -289,6 +317,7 @@ def make_demo_data(out_dir: str,
         info['coco_root'] = root
     if ade:
         root = osp.join(out_dir, 'ade', 'ADEChallengeData2016')
+        _claim_root(root)
         for split, count_key, prefix in _ADE_SPLITS:
             _make_ade_split(ade_rng, root, split, prefix, counts[count_key],
                             (height, width))

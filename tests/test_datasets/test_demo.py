@@ -156,3 +156,14 @@ def test_regenerating_fewer_images_leaves_none_of_the_earlier_ones(tmp_path):
 def test_rejects_a_negative_seed(tmp_path):
     with pytest.raises(ValueError, match='seed'):
         make_demo_data(str(tmp_path), seed=-1)
+
+
+def test_a_folder_of_other_files_is_never_overwritten(tmp_path):
+    """The demo data has the real datasets' layout and file names: a real
+    COCO copy must not be replaced by regenerating into it."""
+    real = tmp_path / 'coco' / 'train2017'
+    real.mkdir(parents=True)
+    (real / '000000000001.jpg').write_bytes(b'a real image')
+    with pytest.raises(ValueError, match='did not write'):
+        make_demo_data(str(tmp_path), num_train=1, num_val=1, ade=False)
+    assert (real / '000000000001.jpg').read_bytes() == b'a real image'
