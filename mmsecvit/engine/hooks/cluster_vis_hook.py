@@ -28,8 +28,8 @@ class ClusterVisHook(Hook):
     and, for TensorBoard, ``visualizer=dict(vis_backends=[
     dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])``.
     The figure is logged under ``name`` at step ``runner.iter + 1``, and
-    once before training at the step it starts from (0, or the resumed
-    iteration); with the local backend it is
+    once before training at step 0 (not when resuming); with the local
+    backend it is
     ``<work_dir>/<timestamp>/vis_data/vis_image/<name>_<step>.png``.
 
     Args:
@@ -85,12 +85,12 @@ class ClusterVisHook(Hook):
         that a stage, block or head the backbone lacks fails at the start
         (not after the first ``interval`` iterations, and not on rank 0
         alone, which would leave the others waiting); logged by the main
-        process at the step training starts from."""
+        process at step 0 (a resumed run logged its figures before)."""
         self._get_backbone(runner)
         self._image = self._load_image(runner)
         figure = self.draw(runner)
-        if is_main_process():
-            runner.visualizer.add_image(self.name, figure, step=runner.iter)
+        if is_main_process() and runner.iter == 0:
+            runner.visualizer.add_image(self.name, figure, step=0)
 
     def after_train_iter(self,
                          runner,
