@@ -37,17 +37,27 @@ def _outputs(model, x, mode):
         return [out.clone() for out in model(x)]
 
 
+def _count_calls(named_modules) -> Counter:
+    """Count the calls of each module by name, through forward hooks."""
+    calls = Counter()
+    for name, module in named_modules:
+        module.register_forward_hook(
+            lambda module, args, out, name=name: calls.update([name]))
+    return calls
+
+
+def _leaves(model):
+    return [(name, module) for name, module in model.named_modules()
+            if isinstance(module, LEAVES)]
+
+
 @pytest.mark.parametrize('mode', list(MODES))
 def test_every_hooked_leaf_runs_once_and_the_outputs_stay(mode):
     model = _model()
     x = torch.randn(1, 3, 64, 64)
     expected = _outputs(model, x, mode)
-    calls = Counter()
-    leaves = [(name, module) for name, module in model.named_modules()
-              if isinstance(module, LEAVES)]
-    for name, module in leaves:
-        module.register_forward_hook(
-            lambda module, args, out, name=name: calls.update([name]))
+    leaves = _leaves(model)
+    calls = _count_calls(leaves)
     outs = _outputs(model, x, mode)
     assert [name for name, _ in leaves if calls[name] != 1] == []
     for out, ref in zip(outs, expected):
@@ -60,12 +70,8 @@ def test_hooked_leaves_run_in_a_compiled_model(training):
     what decides which modules are called), hooked leaves still run."""
     model = _model().train(training)
     x = torch.randn(1, 3, 64, 64)
-    calls = Counter()
-    leaves = [(name, module) for name, module in model.named_modules()
-              if isinstance(module, LEAVES)]
-    for name, module in leaves:
-        module.register_forward_hook(
-            lambda module, args, out, name=name: calls.update([name]))
+    leaves = _leaves(model)
+    calls = _count_calls(leaves)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend='eager')
     with torch.set_grad_enabled(training):
@@ -80,13 +86,11 @@ def test_hooked_drop_paths_see_both_branches(mode):
     model = _model()
     x = torch.randn(1, 3, 64, 64)
     expected = _outputs(model, x, mode)
-    calls = Counter()
     blocks = [(name, block) for name, block in model.named_modules()
               if name.endswith('.blocks.0') or name.endswith('.blocks.1')]
     assert blocks
-    for name, block in blocks:
-        block.drop_path.register_forward_hook(
-            lambda module, args, out, name=name: calls.update([name]))
+    calls = _count_calls(
+        (name, block.drop_path) for name, block in blocks)
     outs = _outputs(model, x, mode)
     assert [name for name, _ in blocks if calls[name] != 2] == []
     for out, ref in zip(outs, expected):
