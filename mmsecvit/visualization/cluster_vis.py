@@ -389,18 +389,20 @@ def draw_cluster_panel(image: np.ndarray,
     Args:
         image (np.ndarray): The RGB uint8 image the backbone saw, (H, W, 3).
         cluster_map (ClusterMap): The block's assignment.
-        head (int): The head to draw.
+        head (int): The head to draw; negative counts from the last.
         alpha (float): See :func:`draw_cluster_overlay`.
         random_weights (bool): Add :data:`RANDOM_WEIGHTS_NOTE` to the title.
 
     Returns:
         np.ndarray: RGB uint8 array of shape (TITLE_HEIGHT + H, W, 3).
     """
-    if not 0 <= head < cluster_map.num_heads:
+    if not -cluster_map.num_heads <= head < cluster_map.num_heads:
         raise ConfigValueError(
             f'Stage {cluster_map.stage} has '
             f'{cluster_map.num_heads} heads; head {head} does '
-            f'not exist (use 0..{cluster_map.num_heads - 1}).')
+            f'not exist (use 0..{cluster_map.num_heads - 1}, or -1 for the '
+            'last).')
+    head %= cluster_map.num_heads  # -1: the last, as for blocks
     label_map = upsample_labels(cluster_map.labels[head], cluster_map.stride,
                                 image.shape[:2])
     palette = cluster_palette(cluster_map.num_clusters)

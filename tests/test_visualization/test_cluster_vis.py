@@ -158,6 +158,18 @@ def test_grid_has_a_row_per_block_and_a_column_per_head(backbone, image):
         draw_cluster_grid(image, maps, heads=[3])
 
 
+def test_head_minus_one_is_the_last_head(backbone, image):
+    """As for blocks (-1 was refused for heads)."""
+    maps = select_cluster_maps(
+        collect_cluster_maps(backbone, image), [2], [0])
+    last = maps[0].num_heads - 1
+    np.testing.assert_array_equal(
+        draw_cluster_grid(image, maps, heads=[-1]),
+        draw_cluster_grid(image, maps, heads=[last]))
+    with pytest.raises(ValueError, match='-1 for the last'):
+        draw_cluster_grid(image, maps, heads=[-last - 2])
+
+
 def test_same_seed_builds_the_same_random_backbone():
     a = build_vis_backbone(SMALL_ARCH, seed=3)
     b = build_vis_backbone(SMALL_ARCH, seed=3)

@@ -59,7 +59,8 @@ def parse_args(argv=None):
         '--head',
         type=int,
         nargs='+',
-        help='heads to draw (default: all heads, one panel each)')
+        help='heads to draw, -1 for the last (default: all heads, one '
+        'panel each)')
     parser.add_argument(
         '--size',
         type=int,
