@@ -34,6 +34,18 @@ def run(tool: str, *args: str, cwd=None, debug: bool = False):
                           timeout=600)
 
 
+def train_small_retinanet(workspace, tmp_path, *args: str):
+    """``tools/train.py`` on the small demo RetinaNet with ``args``, in
+    ``tmp_path/work_dir``, as from a shell in ``workspace``."""
+    return run(
+        'train.py',
+        small_config(tmp_path, RETINANET),
+        '--work-dir',
+        str(tmp_path / 'work_dir'),
+        *args,
+        cwd=workspace)
+
+
 def assert_one_clear_message(result, *fragments: str) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
@@ -61,14 +73,8 @@ def text_file(tmp_path_factory):
 
 def test_train_corrupt_load_from(demo_workspace, tmp_path,
                                  corrupt_checkpoint):
-    result = run(
-        'train.py',
-        small_config(tmp_path, RETINANET),
-        '--work-dir',
-        str(tmp_path / 'work_dir'),
-        '--cfg-options',
-        f'load_from={corrupt_checkpoint}',
-        cwd=demo_workspace)
+    result = train_small_retinanet(demo_workspace, tmp_path, '--cfg-options',
+                                   f'load_from={corrupt_checkpoint}')
     assert_one_clear_message(result, 'train.py: error: Checkpoint file',
                              corrupt_checkpoint, 'truncated or corrupt',
                              'download/copy the file again')
@@ -76,28 +82,16 @@ def test_train_corrupt_load_from(demo_workspace, tmp_path,
 
 def test_train_resume_from_a_corrupt_checkpoint(demo_workspace, tmp_path,
                                                 corrupt_checkpoint):
-    result = run(
-        'train.py',
-        small_config(tmp_path, RETINANET),
-        '--work-dir',
-        str(tmp_path / 'work_dir'),
-        '--resume',
-        corrupt_checkpoint,
-        cwd=demo_workspace)
+    result = train_small_retinanet(demo_workspace, tmp_path, '--resume',
+                                   corrupt_checkpoint)
     assert_one_clear_message(result, corrupt_checkpoint,
                              'truncated or corrupt')
 
 
 def test_train_unknown_arch_raised_inside_the_registry(
         demo_workspace, tmp_path):
-    result = run(
-        'train.py',
-        small_config(tmp_path, RETINANET),
-        '--work-dir',
-        str(tmp_path / 'work_dir'),
-        '--cfg-options',
-        'model.backbone.arch=huge',
-        cwd=demo_workspace)
+    result = train_small_retinanet(demo_workspace, tmp_path, '--cfg-options',
+                                   'model.backbone.arch=huge')
     assert_one_clear_message(result, "Unknown SecViT arch 'huge'",
                              "['b', 'base', 'l', 'large'")
 
@@ -157,36 +151,16 @@ def test_test_a_checkpoint_of_another_model(demo_workspace, tmp_path,
 def test_train_load_from_and_resume_of_another_model(demo_workspace, tmp_path,
                                                      backbone_checkpoints):
     bare, wide = backbone_checkpoints
-    config = small_config(tmp_path, RETINANET)
-    work_dir = str(tmp_path / 'work_dir')
-    result = run(
-        'train.py',
-        config,
-        '--work-dir',
-        work_dir,
-        '--cfg-options',
-        f'load_from={bare}',
-        cwd=demo_workspace)
+    result = train_small_retinanet(demo_workspace, tmp_path, '--cfg-options',
+                                   f'load_from={bare}')
     assert_one_clear_message(result, 'model tensors missing',
                              "model.backbone.init_cfg=dict(type='Pretrained'")
-    result = run(
-        'train.py',
-        config,
-        '--work-dir',
-        work_dir,
-        '--cfg-options',
-        f'load_from={wide}',
-        cwd=demo_workspace)
+    result = train_small_retinanet(demo_workspace, tmp_path, '--cfg-options',
+                                   f'load_from={wide}')
     assert_one_clear_message(result, 'tensors with other shapes',
                              'backbone.patch_embed.proj.0.weight')
-    result = run(
-        'train.py',
-        config,
-        '--work-dir',
-        work_dir,
-        '--resume',
-        wide,
-        cwd=demo_workspace)
+    result = train_small_retinanet(demo_workspace, tmp_path, '--resume',
+                                   wide)
     assert_one_clear_message(result, 'does not fit the model',
                              'model tensors missing')
 
@@ -296,21 +270,14 @@ def test_config_mistakes(demo_workspace, tmp_path):
             cwd=demo_workspace), '--cfg-options cannot be merged',
         '_delete_=True')
     assert_one_clear_message(
-        run('train.py', config, '--work-dir', str(tmp_path / 'work_dir'),
-            '--cfg-options', 'model.backbone.with_cpp=True',
-            cwd=demo_workspace),
+        train_small_retinanet(demo_workspace, tmp_path, '--cfg-options',
+                              'model.backbone.with_cpp=True'),
         "unexpected keyword argument 'with_cpp'", 'Check the spelling')
 
 
 def test_out_indices_that_the_neck_does_not_take(demo_workspace, tmp_path):
     """Before, mmdet's FPN failed its bare assert at the first step."""
-    result = run(
-        'train.py',
-        small_config(tmp_path, RETINANET),
-        '--work-dir',
-        str(tmp_path / 'work_dir'),
-        '--cfg-options',
-        'model.backbone.out_indices=3',
-        cwd=demo_workspace)
+    result = train_small_retinanet(demo_workspace, tmp_path, '--cfg-options',
+                                   'model.backbone.out_indices=3')
     assert_one_clear_message(result, 'model.neck.in_channels=',
                              'do not match the backbone')
