@@ -17,7 +17,7 @@ import torch
 
 from mmsecvit.models import SecViT
 from mmsecvit.utils.errors import (ConfigValueError, MissingFileError,
-                                   unexpected_keyword_error)
+                                   unknown_keys_as_config_errors)
 
 _WRAPPED_KEYS = ('dataset', 'datasets')
 _PREFIX_KEYS = ('img', 'img_path', 'seg', 'seg_map_path')
@@ -292,38 +292,28 @@ def check_backbone_channels(cfg) -> None:
     backbone = model.get('backbone') or {}
     if str(backbone.get('type', '')).rpartition('.')[2] != 'SecViT':
         return
-    try:
-        with torch.device('meta'):
-            secvit = SecViT(
-                **{k: v
-                   for k, v in backbone.items() if k != 'type'})
-    except TypeError as error:
-        key_error = unexpected_keyword_error(error)
-        if key_error is None:
-            raise
-        raise key_error from error
+    with unknown_keys_as_config_errors(), torch.device('meta'):
+        secvit = SecViT(**{k: v for k, v in backbone.items() if k != 'type'})
     outs = [secvit.embed_dims[i] for i in secvit.out_indices]
     # The first module after the backbone: with a neck, the decode head
     # takes the neck's maps.
-    for where in ('neck', ) if model.get('neck') else ('decode_head', ):
-        head = model.get(where)
-        if isinstance(head, (list, tuple)):  # several necks: the first
-            head = head[0] if head else None
-        in_channels = head.get('in_channels') if isinstance(head,
-                                                            dict) else None
-        if not isinstance(in_channels, (list, tuple)):
-            continue
-        in_index = head.get('in_index')
-        expected = outs if not isinstance(in_index, (list, tuple)) else [
-            outs[i] if -len(outs) <= i < len(outs) else None
-            for i in in_index
-        ]
-        if list(in_channels) != expected:
-            raise ConfigValueError(
-                f'model.{where}.in_channels={list(in_channels)} do not match '
-                f'the backbone: SecViT with out_indices='
-                f'{tuple(secvit.out_indices)} gives maps of {outs} channels'
-                + (f', of which in_index={list(in_index)} takes {expected}'
-                   if isinstance(in_index, (list, tuple)) else '') +
-                f'. Set model.{where}.in_channels to match, or change the '
-                "backbone's out_indices.")
+    where = 'neck' if model.get('neck') else 'decode_head'
+    head = model.get(where)
+    if isinstance(head, (list, tuple)):  # several necks: the first
+        head = head[0] if head else None
+    in_channels = head.get('in_channels') if isinstance(head, dict) else None
+    if not isinstance(in_channels, (list, tuple)):
+        return
+    in_index = head.get('in_index')
+    expected = outs if not isinstance(in_index, (list, tuple)) else [
+        outs[i] if -len(outs) <= i < len(outs) else None for i in in_index
+    ]
+    if list(in_channels) != expected:
+        raise ConfigValueError(
+            f'model.{where}.in_channels={list(in_channels)} do not match '
+            f'the backbone: SecViT with out_indices='
+            f'{tuple(secvit.out_indices)} gives maps of {outs} channels' +
+            (f', of which in_index={list(in_index)} takes {expected}'
+             if isinstance(in_index, (list, tuple)) else '') +
+            f'. Set model.{where}.in_channels to match, or change the '
+            "backbone's out_indices.")

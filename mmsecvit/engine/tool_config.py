@@ -21,7 +21,8 @@ from mmengine.runner import Runner
 
 from mmsecvit.utils.checkpoint_fit import check_checkpoint_fits
 from mmsecvit.utils.errors import (CheckpointMismatchError, ConfigValueError,
-                                   MissingFileError, unexpected_keyword_error)
+                                   MissingFileError,
+                                   unknown_keys_as_config_errors)
 from mmsecvit.utils.fileio import load_checkpoint_file
 from .runtime import LOAD_FROM_IF_NO_CHECKPOINT, prepare_runtime
 
@@ -444,15 +445,10 @@ def build_runner(cfg: Config,
         mmengine.runner.Runner: The runner (``runner_type`` honoured).
     """
     cfg = prepare_runtime(cfg, launcher)
-    try:
+    # MMEngine's registry names the class of a misspelt or unknown key.
+    with unknown_keys_as_config_errors():
         runner = RUNNERS.build(
             cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    except TypeError as error:
-        # MMEngine's registry names the class: a misspelt or unknown key.
-        key_error = unexpected_keyword_error(error)
-        if key_error is None:
-            raise
-        raise key_error from error
     check_checkpoint_to_load(runner.model, cfg, checkpoint_purpose)
     _explain_optimizer_mismatch(runner)
     return runner

@@ -17,7 +17,8 @@ Every class takes a single message, so that code which re-raises an error as
 ``type(error)(f'more context: {error}')`` (as some versions of MMEngine's
 registry do) keeps working too.
 """
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator
 
 
 class MMSecViTUserError(Exception):
@@ -75,22 +76,23 @@ class UnsupportedVersionError(UnsupportedEnvironmentError, ImportError):
     """An installed library has a version mmsecvit does not support."""
 
 
-def unexpected_keyword_error(error: TypeError) -> Optional[ConfigKeyError]:
-    """The :class:`ConfigKeyError` for a ``TypeError`` that a constructor
-    raised on an unknown keyword argument (a misspelt or unknown config
-    key), or None for any other ``TypeError``.
+@contextmanager
+def unknown_keys_as_config_errors() -> Iterator[None]:
+    """Turn the ``TypeError`` a constructor raises on an unknown keyword
+    argument (a misspelt or unknown config key) into a
+    :class:`ConfigKeyError` that says what to check; any other
+    ``TypeError`` passes unchanged.
 
     Examples:
-        >>> try:
+        >>> with unknown_keys_as_config_errors():
         ...     model = MODELS.build(cfg.model)
-        ... except TypeError as error:
-        ...     key_error = unexpected_keyword_error(error)
-        ...     if key_error is None:
-        ...         raise
-        ...     raise key_error from error
     """
-    if 'unexpected keyword argument' not in str(error):
-        return None
-    return ConfigKeyError(
-        f'{error}. Check the spelling of that key in the config or in '
-        '--cfg-options; the class docstring lists the arguments it takes.')
+    try:
+        yield
+    except TypeError as error:
+        if 'unexpected keyword argument' not in str(error):
+            raise
+        raise ConfigKeyError(
+            f'{error}. Check the spelling of that key in the config or in '
+            '--cfg-options; the class docstring lists the arguments it '
+            'takes.') from error
