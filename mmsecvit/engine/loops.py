@@ -66,6 +66,9 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         # message hub (an earlier runner of the same name) must not count
         # as the checkpoint's.
         self.runner.message_hub.update_info(EPOCH_START_KEY, None)
+        # Batches of the first epoch that the resumed checkpoint had
+        # trained on (set in run, once the Runner has resumed).
+        self._num_resumed = 0
 
     def run(self) -> torch.nn.Module:
         """Launch training."""
@@ -94,7 +97,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         """
         self.runner.call_hook('before_train_epoch')
         self.runner.model.train()
-        num_done, self._num_resumed = getattr(self, '_num_resumed', 0), 0
+        num_done, self._num_resumed = self._num_resumed, 0
         if num_done > 0:
             batches = self._batches_after(num_done)
         else:

@@ -210,6 +210,9 @@ def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike]) -> None:
 
 # Flags of a temporary file that is created, never opened if it exists (nor
 # through a symbolic link); binary on Windows.
+#: Random bytes in a temporary file's name (twice as many hex digits).
+_TEMP_TOKEN_BYTES = 8
+
 _TEMP_FILE_FLAGS = (
     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0)
     | getattr(os, 'O_BINARY', 0))
@@ -233,8 +236,9 @@ def _create_temp_file(directory: str, basename: str) -> Tuple[int, str]:
         tuple[int, str]: Its file descriptor, open for writing, and path.
     """
     for _ in range(tempfile.TMP_MAX):
-        tmp_path = osp.join(directory,
-                            f'.{basename}.{secrets.token_hex(8)}.tmp')
+        tmp_path = osp.join(
+            directory,
+            f'.{basename}.{secrets.token_hex(_TEMP_TOKEN_BYTES)}.tmp')
         try:
             return os.open(tmp_path, _TEMP_FILE_FLAGS, 0o666), tmp_path
         except FileExistsError:
@@ -245,7 +249,8 @@ def _create_temp_file(directory: str, basename: str) -> Tuple[int, str]:
 
 
 #: The temporary files :func:`_create_temp_file` names: ``.NAME.HEX.tmp``.
-_TEMP_FILE_NAME = re.compile(r'^\.(?P<name>.+)\.[0-9a-f]{16}\.tmp$')
+_TEMP_FILE_NAME = re.compile(
+    rf'^\..+\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}\.tmp$')
 
 
 def remove_stale_temp_files(directory: str) -> List[Tuple[str, int]]:
