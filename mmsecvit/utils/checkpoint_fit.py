@@ -74,7 +74,9 @@ def compare_state_dict(
     return mismatched, missing, unexpected
 
 
-def _listed(title: str, items: List[str]) -> str:
+def listed_keys(title: str, items: List[str]) -> str:
+    """``'N title: a, b, c, d, e and M more.'``: the first five items of a
+    list of tensor names, for an error message."""
     shown = ', '.join(items[:5])
     more = f' and {len(items) - 5} more' if len(items) > 5 else ''
     return f'{len(items)} {title}: {shown}{more}.'
@@ -102,7 +104,7 @@ def check_checkpoint_fits(model: nn.Module, checkpoint: Mapping, source: str,
         missing = missing if nothing else []
         unexpected = []
     problems = [
-        _listed(title, items)
+        listed_keys(title, items)
         for title, items in (('tensors with other shapes', mismatched),
                              ('model tensors missing', missing),
                              ('tensors the model lacks', unexpected)) if items

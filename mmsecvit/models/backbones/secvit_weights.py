@@ -11,6 +11,7 @@ import torch.nn as nn
 from mmengine.logging import MMLogger
 from mmengine.runner import CheckpointLoader
 
+from mmsecvit.utils.checkpoint_fit import compare_state_dict, listed_keys
 from mmsecvit.utils.errors import CheckpointMismatchError, MissingFileError
 from mmsecvit.utils.fileio import load_checkpoint_file
 from ..layers import LayerNorm2d
@@ -149,13 +150,10 @@ def check_compatible(model: nn.Module, state_dict: Dict[str, torch.Tensor],
         tuple[list[str], list[str]]: The keys that may be, and are,
         missing, and the surplus output-norm keys that will be skipped.
     """
-    own = model.state_dict()
+    # (compare_state_dict does not count a missing num_batches_tracked:
+    # torch's own BatchNorm loads without it.)
+    mismatched, missing, surplus = compare_state_dict(model, state_dict)
     norm_shapes = output_norm_shapes(model)
-    mismatched = [
-        f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-        for k, v in state_dict.items() if k in own and v.shape != own[k].shape
-    ]
-    surplus = [k for k in state_dict if k not in own]
     skipped = [k for k in surplus if k in norm_shapes]
     mismatched += [
         f'{k}: checkpoint {tuple(state_dict[k].shape)} vs '
@@ -164,16 +162,12 @@ def check_compatible(model: nn.Module, state_dict: Dict[str, torch.Tensor],
         if state_dict[k].shape != norm_shapes[k]
     ]
     unexpected = [k for k in surplus if k not in skipped]
-    missing = [k for k in own if k not in state_dict]
-    # BatchNorm's num_batches_tracked: torch's own BatchNorm loads without
-    # it (checkpoints of older torch and converted ones lack it).
     tolerated = [
         k for k in missing
         if OUTPUT_NORM_KEY.match(k) or k.endswith('RoPE.angle')
-        or k.endswith('num_batches_tracked')
     ]
     missing = [k for k in missing if k not in tolerated]
-    if state_dict and not any(k in own for k in state_dict):
+    if state_dict and len(surplus) == len(state_dict):
         first = ', '.join(list(state_dict)[:3])
         raise CheckpointMismatchError(
             f'The checkpoint {source} holds no tensor of a SecViT backbone: '
@@ -197,9 +191,7 @@ def check_compatible(model: nn.Module, state_dict: Dict[str, torch.Tensor],
                              ('tensors the model lacks', unexpected),
                              ('model tensors missing', missing)):
             if items:
-                shown = ', '.join(items[:5])
-                more = f' and {len(items) - 5} more' if len(items) > 5 else ''
-                lines.append(f'{len(items)} {title}: {shown}{more}.')
+                lines.append(listed_keys(title, items))
         lines.append("Pick the arch the checkpoint was trained with "
                      "('tiny', 'small', 'base' or 'large': "
                      'model.backbone.arch in a config, --arch in the tools), '
